@@ -1,0 +1,43 @@
+"""The FastAPI application. The entry point builds the settings and hands them in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import jobs, meta, problems
+from service.config import Settings
+from service.runtime import Runtime
+
+
+def create_app(settings: Settings, *, workers: int | None = None, migrate: bool = False) -> FastAPI:
+    """``workers``: in-process worker slots (default: the setting); ``migrate``: upgrade
+    the schema at start (the embedded default does; scaled-out deployments migrate once)."""
+    slots = settings.workers if workers is None else workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await anyio.to_thread.run_sync(
+            lambda: Runtime.start(settings, workers=slots, migrate=migrate)
+        )
+        app.state.services = runtime.services
+        app.state.metrics = runtime.metrics.registry
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(runtime.stop)
+
+    app = FastAPI(
+        title="framejobs",
+        version=__version__,
+        summary="Durable background jobs over data frames, run on DuckDB.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(jobs.router)
+    app.include_router(meta.router)
+    return app

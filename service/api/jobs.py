@@ -1,0 +1,279 @@
+"""Routes under /jobs. Each is a few lines over submit/store/control/encode."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.engine import RowMapping
+from starlette.responses import Response, StreamingResponse
+
+from service import control, encode, store
+from service.api.deps import ServicesDep
+from service.api.uploads import frame_digest, read_submit
+from service.db import reading, writing
+from service.errors import Conflict
+from service.schemas import TERMINAL, JobOut, JobPage, Status, job_body
+from service.submit import Services, submit
+
+router = APIRouter(tags=["jobs"])
+DB_POLL_S = 0.5
+
+
+def job_response(
+    row: RowMapping, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    all_headers = {"ETag": etag(row)}
+    if row["status"] not in TERMINAL:
+        all_headers["Retry-After"] = "1"
+    all_headers.update(headers or {})
+    return Response(
+        json.dumps(job_body(row)),
+        status_code=status_code,
+        media_type="application/json",
+        headers=all_headers,
+    )
+
+
+def etag(row: RowMapping) -> str:
+    return f'"{row["version"]}"'
+
+
+def _read_job(services: Services, job_id: str) -> RowMapping:
+    with reading(services.engine) as conn:
+        return control.require_job(conn, job_id)
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobOut,
+    summary="Submit a frame and a pipeline",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "string", "description": "the job as JSON"},
+                            "frame": {"type": "string", "format": "binary"},
+                        },
+                        "required": ["spec", "frame"],
+                    }
+                },
+            }
+        }
+    },
+)
+async def submit_job(
+    request: Request,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    settings = services.settings
+    parsed = await read_submit(
+        request, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
+    )
+    try:
+        request_hash = (
+            await anyio.to_thread.run_sync(frame_digest, parsed) if idempotency_key else None
+        )
+        row, created = await anyio.to_thread.run_sync(
+            lambda: submit(
+                services,
+                parsed.spec,
+                frame_file=parsed.frame_file,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        )
+    finally:
+        if parsed.upload is not None:
+            await parsed.upload.close()
+    headers = {"Location": f"/jobs/{row['id']}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return job_response(row, 202, headers)
+
+
+@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+def list_jobs(
+    services: ServicesDep,
+    status: Status | None = None,
+    pipeline: str | None = None,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    page_token: str | None = None,
+) -> Response:
+    before = store.decode_page_token(page_token) if page_token else None
+    with reading(services.engine) as conn:
+        rows, token = store.list_jobs(
+            conn, status=status, pipeline=pipeline, page_size=page_size, before_id=before
+        )
+    body: dict[str, Any] = {"items": [job_body(r) for r in rows]}
+    if token:
+        body["next_page_token"] = token
+    return Response(json.dumps(body), media_type="application/json")
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job; ?wait=S long-polls")
+async def get_job(
+    job_id: str,
+    services: ServicesDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+    wait: Annotated[float | None, Query(ge=0, le=300)] = None,
+) -> Response:
+    row = await anyio.to_thread.run_sync(_read_job, services, job_id)
+    known = if_none_match.strip() if if_none_match else None
+    if wait and row["status"] not in TERMINAL and (known is None or known == etag(row)):
+        row = await _wait_for_change(services, row, min(wait, services.settings.long_poll_max_s))
+    if known is not None and known == etag(row):
+        return Response(status_code=304, headers={"ETag": etag(row)})
+    return job_response(row)
+
+
+async def _wait_for_change(services: Services, row: RowMapping, wait: float) -> RowMapping:
+    job_id, version = row["id"], row["version"]
+    waiter = services.hub.subscribe(job_id)
+    deadline = time.monotonic() + wait
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            await waiter.wait(min(remaining, DB_POLL_S))
+            current = await anyio.to_thread.run_sync(_read_job, services, job_id)
+            if current["version"] != version:
+                return current
+        return row
+    finally:
+        services.hub.unsubscribe(job_id, waiter)
+
+
+def _existing_job(job_id: str, services: ServicesDep) -> str:
+    """Checked before an event stream starts, so a missing job is a 404, not an empty stream."""
+    _read_job(services, job_id)
+    return job_id
+
+
+ExistingJob = Annotated[str, Depends(_existing_job)]
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    summary="Status and progress as server-sent events; Last-Event-ID resumes",
+)
+async def job_events(
+    job_id: ExistingJob,
+    request: Request,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    waiter = services.hub.subscribe(job_id)
+    try:
+        while not await request.is_disconnected():
+            events, row = await anyio.to_thread.run_sync(_changes, services, job_id, cursor)
+            for event in events:
+                cursor = event["version"]
+                yield ServerSentEvent(data=event["data"], event="status", id=str(cursor))
+                if event["status"] in TERMINAL:
+                    return
+            if row is None or row["status"] in TERMINAL:
+                return
+            if row["version"] > cursor:
+                cursor = row["version"]
+                yield ServerSentEvent(data=job_body(row), event="progress", id=str(cursor))
+            await waiter.wait(DB_POLL_S)
+    finally:
+        services.hub.unsubscribe(job_id, waiter)
+
+
+def _changes(
+    services: Services, job_id: str, cursor: int
+) -> tuple[list[RowMapping], RowMapping | None]:
+    with reading(services.engine) as conn:
+        return store.events_after(conn, job_id, cursor), store.get_job(conn, job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    summary="The result: JSON pages, NDJSON, CSV, Parquet or Arrow, by Accept or ?format=",
+    responses={409: {"description": "the job has not completed"}},
+)
+def get_result(
+    job_id: str,
+    services: ServicesDep,
+    accept: Annotated[str | None, Header()] = None,
+    format: Annotated[str | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
+    row = _read_job(services, job_id)
+    if row["status"] != "completed":
+        raise Conflict(f"job {job_id} is {row['status']}; its result exists once it has completed")
+    fmt = encode.negotiate(accept, format)
+    media = encode.MEDIA_TYPES[fmt]
+    name = f'attachment; filename="{job_id}.{fmt}"'
+    if fmt == "parquet":
+        chunks = store.payload_chunks(services.engine, job_id, "result")
+        headers = {"Content-Length": str(row["result_bytes"]), "Content-Disposition": name}
+        return StreamingResponse(chunks, media_type=media, headers=headers)
+    path = _result_file(services, job_id)
+    if fmt == "json":
+        try:
+            page = encode.json_page(path, offset=offset, limit=limit)
+        finally:
+            path.unlink(missing_ok=True)
+        return Response(json.dumps(page, ensure_ascii=False), media_type=media)
+    encoder = {
+        "ndjson": encode.ndjson_chunks,
+        "csv": encode.csv_chunks,
+        "arrow": encode.arrow_chunks,
+    }
+    body = _then_remove(encoder[fmt](path), path)
+    return StreamingResponse(body, media_type=media, headers={"Content-Disposition": name})
+
+
+def _result_file(services: Services, job_id: str) -> Path:
+    spool = services.settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".result.parquet", dir=spool)
+    with contextlib.suppress(OSError):
+        os.close(handle)
+    return store.payload_to_file(services.engine, job_id, "result", Path(name))
+
+
+def _then_remove(chunks: Iterator[bytes], path: Path) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job"
+)
+def cancel_job(job_id: str, services: ServicesDep) -> Response:
+    with writing(services.engine) as conn:
+        row = control.cancel(conn, job_id)
+    if row["status"] == "running":
+        services.hub.cancel_requested(job_id)
+    else:
+        services.hub.job_changed(job_id)
+    return job_response(row, 202)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, summary="Delete a finished job and its data")
+def delete_job(job_id: str, services: ServicesDep) -> Response:
+    with writing(services.engine) as conn:
+        control.delete(conn, job_id)
+    return Response(status_code=204)

@@ -1,0 +1,85 @@
+"""RFC 9457 problem+json for every error, mapped once here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.errors import FramejobsError
+
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://framejobs.dev/problems/"
+log = logging.getLogger("framejobs.api")
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _framejobs_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FramejobsError)
+    headers = {"Retry-After": "5"} if exc.status == 503 else None
+    return problem(
+        exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors, headers=headers
+    )
+
+
+def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "reason": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "", "reason": "invalid request"}
+    return problem(
+        422,
+        "Invalid input",
+        f"{first['field']}: {first['reason']}",
+        slug="invalid-input",
+        errors=errors,
+    )
+
+
+def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(
+        exc.status_code,
+        str(exc.detail),
+        str(exc.detail),
+        slug=f"http-{exc.status_code}",
+        headers=dict(exc.headers or {}),
+    )
+
+
+def _unexpected(_: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return problem(500, "Internal error", "the server failed; it has been logged", slug="internal")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(FramejobsError, _framejobs_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,137 @@
+"""Reading submit requests: a size-limited JSON body, or a streamed multipart upload
+whose frame part is spooled to disk by Starlette (never held whole in memory)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.types import Message
+
+from service.decode import detect_format
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.schemas import JobSpec
+from service.submit import FrameFile
+
+
+@dataclass
+class ParsedSubmit:
+    spec: JobSpec
+    frame_file: FrameFile | None
+    upload: UploadFile | None
+    digest: hashlib._Hash
+
+
+def _check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    _check_declared_length(request, limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"a JSON body may be at most {limit} bytes; send large frames as a "
+                "multipart upload (CSV, NDJSON, Parquet or Arrow)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_spec(raw: bytes | str, *, where: str) -> JobSpec:
+    if not raw or not str(raw).strip():
+        raise InvalidInput(f"the {where} is empty")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"the {where} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"the {where} must be a JSON object")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
+        ]
+        raise InvalidInput(
+            f"the {where} is not a valid job: {errors[0]['field']}: {errors[0]['reason']}",
+            errors=errors,
+        ) from exc
+
+
+async def read_json_submit(request: Request, limit: int) -> ParsedSubmit:
+    body = await read_json_body(request, limit)
+    return ParsedSubmit(parse_spec(body, where="request body"), None, None, hashlib.sha256(body))
+
+
+def _limited(request: Request, limit: int) -> Request:
+    seen = 0
+    receive = request.receive
+
+    async def limited_receive() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _too_large(limit)
+        return message
+
+    return Request(request.scope, limited_receive)
+
+
+async def read_multipart_submit(request: Request, limit: int) -> ParsedSubmit:
+    _check_declared_length(request, limit)
+    try:
+        form = await _limited(request, limit).form(max_files=1, max_fields=8)
+    except MultiPartException as exc:
+        raise InvalidInput(f"the multipart body could not be read: {exc.message}") from exc
+    spec_part: Any = form.get("spec")
+    frame_part = form.get("frame")
+    if spec_part is None:
+        raise InvalidInput('a multipart submit needs a "spec" part (the job as JSON)')
+    if isinstance(spec_part, UploadFile):
+        spec_part = await spec_part.read()
+    spec = parse_spec(spec_part, where='"spec" part')
+    if spec.frame is not None:
+        raise InvalidInput('in a multipart submit the frame goes in the "frame" part, not the spec')
+    if not isinstance(frame_part, UploadFile):
+        raise InvalidInput('a multipart submit needs a "frame" file part')
+    fmt = detect_format(frame_part.content_type, frame_part.filename)
+    digest = hashlib.sha256(spec_part if isinstance(spec_part, bytes) else spec_part.encode())
+    return ParsedSubmit(spec, FrameFile(frame_part.file, fmt), frame_part, digest)
+
+
+async def read_submit(request: Request, *, json_limit: int, upload_limit: int) -> ParsedSubmit:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return await read_json_submit(request, json_limit)
+    if media == "multipart/form-data":
+        return await read_multipart_submit(request, upload_limit)
+    raise UnsupportedMediaType(
+        f"POST /jobs takes application/json or multipart/form-data, not {media or 'no type'!r}"
+    )
+
+
+def frame_digest(parsed: ParsedSubmit) -> str:
+    """The request's fingerprint for Idempotency-Key (spec, plus the frame file)."""
+    if parsed.frame_file is not None:
+        handle = parsed.frame_file.file
+        handle.seek(0)
+        while chunk := handle.read(1024 * 1024):
+            parsed.digest.update(chunk)
+        handle.seek(0)
+    return parsed.digest.hexdigest()

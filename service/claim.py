@@ -1,0 +1,140 @@
+"""Claiming due jobs, and rescuing jobs whose worker vanished.
+
+The claim is one statement: a sub-select picks due queued jobs in priority order
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers instead) and
+the UPDATE marks them running with worker, attempt + 1 and lease, RETURNING them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from service.models import job_table
+from service.store import add_event
+
+J = job_table.c
+HOST = socket.gethostname()
+
+
+def worker_id(suffix: str) -> str:
+    """``host:pid:suffix``; lets a restart on the same host spot jobs of dead processes."""
+    return f"{HOST}:{os.getpid()}:{suffix}"
+
+
+def claim(
+    conn: Connection, *, worker: str, now: datetime, lease_s: float, limit: int = 1
+) -> list[RowMapping]:
+    due = (
+        sa.select(J.id)
+        .where(J.status == "queued", J.run_after <= now)
+        .order_by(J.priority.desc(), J.run_after, J.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        job_table.update()
+        .where(J.id.in_(due.scalar_subquery()), J.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker,
+            attempt=J.attempt + 1,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            started_at=now,
+            updated_at=now,
+            progress_percent=None,
+            progress_message=None,
+            progress_updated_at=now,
+            version=J.version + 1,
+        )
+        .returning(job_table)
+    )
+    rows = list(conn.execute(stmt).mappings())
+    for row in rows:
+        add_event(conn, row)
+    return sorted(rows, key=lambda r: (-r["priority"], r["run_after"], r["id"]))
+
+
+@dataclass(frozen=True)
+class Rescued:
+    requeued: list[str]
+    failed: list[str]
+
+
+def rescue(
+    conn: Connection, *, now: datetime, dead_workers: frozenset[str] = frozenset()
+) -> Rescued:
+    """Re-queue (or fail, when attempts are spent) running jobs whose lease expired or
+    whose worker is known dead. Fenced by attempt, so a racing finish wins cleanly."""
+    lost = J.lease_expires_at < now
+    if dead_workers:
+        lost = sa.or_(lost, J.worker_id.in_(dead_workers))
+    query = sa.select(J.id, J.attempt, J.max_attempts).where(J.status == "running", lost)
+    requeued, failed = [], []
+    for job_id, attempt, max_attempts in conn.execute(query).all():
+        retry = attempt < max_attempts
+        if _rescue_one(conn, job_id, attempt, retry, now):
+            (requeued if retry else failed).append(job_id)
+    return Rescued(requeued, failed)
+
+
+def _rescue_one(conn: Connection, job_id: str, attempt: int, retry: bool, now: datetime) -> bool:
+    message = f"the worker running attempt {attempt} stopped renewing its lease"
+    values: dict[str, object] = {
+        "status": "queued" if retry else "failed",
+        "worker_id": None,
+        "lease_expires_at": None,
+        "error_type": "LeaseExpired",
+        "error_message": message if retry else f"{message}; no attempts left",
+        "updated_at": now,
+        "version": J.version + 1,
+    }
+    if retry:
+        values["run_after"] = now
+    else:
+        values["finished_at"] = now
+    stmt = (
+        job_table.update()
+        .where(J.id == job_id, J.status == "running", J.attempt == attempt)
+        .values(**values)
+        .returning(job_table)
+    )
+    row = conn.execute(stmt).mappings().first()
+    if row is not None:
+        add_event(conn, row)
+    return row is not None
+
+
+def running_workers(conn: Connection) -> set[str]:
+    query = sa.select(J.worker_id).where(J.status == "running").distinct()
+    return {w for (w,) in conn.execute(query).all() if w}
+
+
+def dead_local_workers(workers: set[str], mine: frozenset[str]) -> frozenset[str]:
+    """Workers on this host whose process no longer exists (a pid that came back as
+    this very process, under another worker id, is dead too)."""
+    dead = set()
+    for wid in workers - mine:
+        host, _, rest = wid.partition(":")
+        pid_text = rest.split(":", 1)[0]
+        if host != HOST or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or not _alive(pid):
+            dead.add(wid)
+    return frozenset(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,98 @@
+"""The ``framejobs`` command: serve, worker, migrate."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from service.config import Settings
+from service.db import make_engine, upgrade
+from service.logs import configure_logging
+from service.runtime import Runtime
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+log = logging.getLogger("framejobs")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="In-process worker slots (0: API only).")
+    ] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(help="Upgrade the schema at start (default: yes on SQLite, no otherwise)."),
+    ] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds running jobs get on shutdown.")
+    ] = None,
+) -> None:
+    """Run the HTTP API, with in-process workers unless --workers 0."""
+    from service.api.app import create_app
+
+    settings = _settings(grace)
+    configure_logging(settings.log_level)
+    application = create_app(
+        settings,
+        workers=workers,
+        migrate=settings.is_sqlite if migrate is None else migrate,
+    )
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds running jobs get on shutdown.")
+    ] = None,
+) -> None:
+    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully."""
+    settings = _settings(grace)
+    configure_logging(settings.log_level)
+    runtime = Runtime.start(settings, workers=concurrency or settings.workers or 1, migrate=False)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("worker running; send SIGTERM to stop")
+    stop.wait()
+    log.info("stopping: running jobs get %.0f s", settings.shutdown_grace_s)
+    runtime.stop()
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest version."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    typer.echo("schema at head")
+
+
+def _settings(grace: float | None) -> Settings:
+    settings = Settings()
+    if grace is not None:
+        settings = settings.model_copy(update={"shutdown_grace_s": grace})
+    return settings
+
+
+if __name__ == "__main__":
+    app()

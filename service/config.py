@@ -1,0 +1,79 @@
+"""Typed settings, read from ``FRAMEJOBS_*`` environment variables.
+
+The entry point (``cli.py`` or a test) builds one :class:`Settings` and passes it
+down; nothing in the package reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAMEJOBS_", extra="ignore")
+
+    database_url: str = "sqlite:///./data/framejobs.db"
+    data_dir: Path = Path("./data")
+    pipelines: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sql_pipeline_enabled: bool = True
+
+    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_json_bytes: int = Field(default=64 * 1024**2, gt=0)
+    payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024)
+
+    workers: int = Field(default_factory=_default_workers, ge=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    rescue_interval_s: float = Field(default=5.0, gt=0)
+    progress_interval_s: float = Field(default=0.25, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    default_max_attempts: int = Field(default=3, ge=1)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    retry_max_s: float = Field(default=300.0, ge=0)
+
+    duckdb_threads: int = Field(default_factory=_default_workers, ge=1)
+    duckdb_memory_limit: str = "1GB"
+    duckdb_temp_directory: Path | None = None
+
+    long_poll_max_s: float = Field(default=60.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("pipelines", mode="before")
+    @classmethod
+    def _split_pipelines(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("heartbeat_s")
+    @classmethod
+    def _heartbeat_shorter_than_lease(cls, value: float, info: object) -> float:
+        lease = getattr(info, "data", {}).get("lease_s")
+        if lease is not None and value >= lease:
+            raise ValueError("heartbeat_s must be shorter than lease_s")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"

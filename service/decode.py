@@ -1,0 +1,340 @@
+"""Decode an uploaded frame (JSON, CSV, NDJSON, Parquet, Arrow IPC) into Arrow batches,
+conform them to the pipeline's input schema, and write one Parquet file.
+
+Files are read batch by batch, so a large upload never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from service.errors import InvalidFrame, UnsupportedMediaType
+from service.frames import FrameProblems, FrameSchema, Mode, columns_info, conform_batch
+
+Format = Literal["csv", "ndjson", "parquet", "arrow"]
+BATCH_ROWS = 64 * 1024
+_CSV_BLOCK = 4 * 1024 * 1024
+
+_MEDIA_TYPES: dict[str, Format] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/jsonlines": "ndjson",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+    "application/vnd.apache.arrow.stream": "arrow",
+    "application/vnd.apache.arrow.file": "arrow",
+}
+_SUFFIXES: dict[str, Format] = {
+    ".csv": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+    ".ipc": "arrow",
+    ".feather": "arrow",
+}
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    path: Path
+    rows: int
+    bytes: int
+    columns: list[dict[str, Any]]
+
+
+def detect_format(content_type: str | None, filename: str | None) -> Format:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in _MEDIA_TYPES:
+        return _MEDIA_TYPES[media]
+    suffix = Path(filename or "").suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    raise UnsupportedMediaType(
+        f"cannot tell the frame's format from content type {media or 'none'!r} and file "
+        f"name {filename!r}; send text/csv, application/x-ndjson, "
+        "application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
+    )
+
+
+def write_frame(
+    batches: Iterable[tuple[pa.RecordBatch, bool]],
+    schema: FrameSchema | None,
+    *,
+    mode: Mode,
+    dest: Path,
+) -> StoredFrame:
+    """Conform each ``(batch, text_source)`` and write them to ``dest`` as Parquet."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for batch, text_source in batches:
+            if schema is not None:
+                batch = conform_batch(
+                    batch, schema, mode=mode, text_source=text_source, row_offset=rows
+                )
+            if writer is None:
+                _check_names(batch.schema)
+                writer = pq.ParquetWriter(dest, batch.schema)
+            elif not batch.schema.equals(writer.schema, check_metadata=False):
+                raise InvalidFrame(
+                    f"the frame's column types change at row {rows}: "
+                    f"{_schema_text(writer.schema)} then {_schema_text(batch.schema)}"
+                )
+            writer.write_batch(batch)
+            rows += batch.num_rows
+        if writer is None:
+            empty = schema.arrow if schema is not None else pa.schema([])
+            writer = pq.ParquetWriter(dest, empty)
+        arrow_schema = writer.schema
+    finally:
+        if writer is not None:
+            writer.close()
+    return StoredFrame(dest, rows, dest.stat().st_size, columns_info(arrow_schema))
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def _check_names(schema: pa.Schema) -> None:
+    names = schema.names
+    if any(not n for n in names):
+        raise InvalidFrame("every column needs a non-empty name")
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidFrame(f"duplicate column names: {dupes}")
+
+
+# -- JSON frames -------------------------------------------------------------------
+
+
+def json_frame_batches(
+    frame: Any, schema: FrameSchema | None
+) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """The ``frame`` member of a JSON submit body, as one batch."""
+    if not isinstance(frame, dict) or len(frame.keys() & {"columns", "rows"}) != 1:
+        raise InvalidFrame('frame must be an object with either "columns" or "rows"')
+    if "columns" in frame:
+        columns = _columns_from_mapping(frame["columns"])
+    else:
+        columns = _columns_from_rows(frame["rows"], first_row=0)
+    yield _batch_from_columns(columns, schema, row_offset=0), False
+
+
+def _columns_from_mapping(columns: Any) -> dict[str, list[Any]]:
+    if not isinstance(columns, dict):
+        raise InvalidFrame('frame.columns must be an object of {"name": [values]}')
+    problems = FrameProblems()
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            problems.add(name, "column values must be a list")
+    problems.raise_if_any()
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise InvalidFrame(
+            f"columns have different lengths: {lengths}",
+            errors=[{"column": n, "reason": f"{k} values"} for n, k in lengths.items()],
+        )
+    return columns
+
+
+def _columns_from_rows(rows: Any, first_row: int) -> dict[str, list[Any]]:
+    if not isinstance(rows, list):
+        raise InvalidFrame("frame.rows must be a list of objects")
+    names: dict[str, None] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidFrame(
+                f"row {first_row + index} is not an object",
+                errors=[{"column": None, "rows": [first_row + index], "reason": "not an object"}],
+            )
+        names.update(dict.fromkeys(row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _batch_from_columns(
+    columns: dict[str, list[Any]], schema: FrameSchema | None, row_offset: int
+) -> pa.RecordBatch:
+    problems = FrameProblems()
+    targets = _targets(schema)
+    arrays: dict[str, pa.Array] = {}
+    for name, values in columns.items():
+        array = _json_array(values, targets.get(name), name, row_offset, problems)
+        if array is not None:
+            arrays[name] = array
+    problems.raise_if_any()
+    if not arrays:
+        return pa.RecordBatch.from_pydict({})
+    return pa.RecordBatch.from_pydict(arrays)
+
+
+def _targets(schema: FrameSchema | None) -> dict[str, pa.DataType]:
+    if schema is None:
+        return {}
+    targets = {}
+    for column in schema.columns:
+        for key in (column.name, *column.aliases):
+            targets[key] = column.type
+    return targets
+
+
+def _json_array(
+    values: list[Any],
+    target: pa.DataType | None,
+    name: str,
+    offset: int,
+    problems: FrameProblems,
+) -> pa.Array | None:
+    if target is not None:
+        values = _prepare_json_values(values, target)
+    try:
+        return pa.array(values, from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    if target is not None:
+        # Mixed Python types: let the conform step judge each value against the target.
+        try:
+            return pa.array(values, type=target, from_pandas=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            reason = f"cannot be read as {target}: {str(exc).splitlines()[0][:200]}"
+            problems.add(name, reason, _bad_json_rows(values, target, offset))
+            return None
+    problems.add(name, "values of different types in one column", _odd_rows(values, offset))
+    return None
+
+
+def _prepare_json_values(values: list[Any], target: pa.DataType) -> list[Any]:
+    if pa.types.is_floating(target):
+        return [_NONFINITE.get(v, v) if isinstance(v, str) else v for v in values]
+    if pa.types.is_binary(target) or pa.types.is_large_binary(target):
+        return [_b64(v) if isinstance(v, str) else v for v in values]
+    if pa.types.is_decimal(target):
+        # repr of a JSON float is the shortest text that reads back to it: exact for 1.1
+        return [repr(v) if isinstance(v, float) else v for v in values]
+    return values
+
+
+def _b64(value: str) -> bytes | str:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return value
+
+
+def _bad_json_rows(values: list[Any], target: pa.DataType, offset: int) -> list[int]:
+    bad = []
+    for index, value in enumerate(values):
+        try:
+            pa.array([value], type=target, from_pandas=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            bad.append(index + offset)
+            if len(bad) >= 5:
+                break
+    return bad
+
+
+def _odd_rows(values: list[Any], offset: int) -> list[int]:
+    kinds = [type(v) for v in values if v is not None]
+    if not kinds:
+        return []
+    common = max(set(kinds), key=kinds.count)
+    rows = [i + offset for i, v in enumerate(values) if v is not None and type(v) is not common]
+    return rows[:5]
+
+
+# -- files -------------------------------------------------------------------------
+
+
+def file_batches(
+    source: BinaryIO, fmt: Format, schema: FrameSchema | None
+) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    readers = {"csv": _csv, "ndjson": _ndjson, "parquet": _parquet, "arrow": _arrow}
+    source.seek(0)
+    yield from readers[fmt](source, schema)
+
+
+def _csv(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    # Model columns are read as text and parsed by the conform step, which reports rows.
+    text_columns = {k: pa.string() for k in _targets(schema)}
+    convert = pcsv.ConvertOptions(
+        column_types=text_columns,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK), convert_options=convert
+        )
+        for batch in reader:
+            yield batch, True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidFrame(f"could not read the CSV file: {_first_line(exc)}") from exc
+
+
+def _ndjson(handle: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    rows: list[Any] = []
+    first = 0
+    for line_no, line in enumerate(handle):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise InvalidFrame(
+                f"could not read NDJSON line {line_no + 1}: {exc}",
+                errors=[{"column": None, "rows": [first + len(rows)], "reason": str(exc)}],
+            ) from exc
+        if len(rows) >= BATCH_ROWS:
+            yield _batch_from_columns(_columns_from_rows(rows, first), schema, first), False
+            first += len(rows)
+            rows = []
+    if rows or first == 0:
+        yield _batch_from_columns(_columns_from_rows(rows, first), schema, first), False
+
+
+def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    del schema
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            yield batch, False
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidFrame(f"could not read the Parquet file: {_first_line(exc)}") from exc
+
+
+def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    del schema
+    try:
+        try:
+            reader: Any = pa.ipc.open_stream(source)
+            batches: Iterable[pa.RecordBatch] = reader
+        except pa.ArrowInvalid:
+            source.seek(0)
+            file_reader = pa.ipc.open_file(source)
+            batches = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+        for batch in batches:
+            yield batch, False
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidFrame(f"could not read the Arrow IPC data: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300]

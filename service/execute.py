@@ -1,0 +1,257 @@
+"""Run a pipeline on DuckDB: one database per process (plus a sandboxed one for the
+``sql`` pipeline), one cursor per running job, wrapped in an :class:`ExecutionHandle`.
+
+This module never touches the job database: it turns an input Parquet file into a
+result Parquet file, or raises a :class:`~service.errors.JobError`.
+
+The sandbox has ``lock_configuration`` on, after which no cursor can change a setting,
+including the per-connection progress-bar options that ``query_progress()`` needs. So
+the sandbox's job cursors are made and configured before it is locked, and lent out
+from a pool; each goes back with its ``input`` view dropped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from service.config import Settings
+from service.decode import StoredFrame
+from service.errors import (
+    Interrupted,
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    PipelineError,
+)
+from service.frames import columns_info
+from service.pipelines import Pipeline
+
+Reason = Literal["cancel", "timeout", "shutdown"]
+_PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
+_SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+
+class Engines:
+    """The process's DuckDB databases. Close them on shutdown (see DESIGN.md)."""
+
+    def __init__(self, settings: Settings, *, job_slots: int) -> None:
+        common: dict[str, Any] = {
+            "threads": settings.duckdb_threads,
+            "memory_limit": settings.duckdb_memory_limit,
+        }
+        if settings.duckdb_temp_directory:
+            common["temp_directory"] = str(settings.duckdb_temp_directory)
+        self.open_db = duckdb.connect(":memory:", config=common)
+        self.sandbox_db = duckdb.connect(":memory:", config={**common, **_SANDBOX_CONFIG})
+        self._sandbox_pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
+        for _ in range(max(job_slots, 1)):
+            self._sandbox_pool.put(_configured(self.sandbox_db.cursor()))
+        self.sandbox_db.execute("SET lock_configuration=true")
+        self._closed = False
+
+    @contextmanager
+    def job_cursor(self, sandboxed: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not sandboxed:
+            cursor = _configured(self.open_db.cursor())
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        cursor = self._sandbox_pool.get()
+        try:
+            yield cursor
+        finally:
+            _drop_input(cursor)
+            self._sandbox_pool.put(cursor)
+
+    @contextmanager
+    def check_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A sandbox cursor for submit-time checks (no progress needed)."""
+        cursor = self.sandbox_db.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while not self._sandbox_pool.empty():
+            self._sandbox_pool.get_nowait().close()
+        self.sandbox_db.close()
+        self.open_db.close()
+
+
+def _configured(cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    for statement in _PROGRESS_OPTIONS:
+        cursor.execute(statement)
+    return cursor
+
+
+def _drop_input(cursor: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cursor.unregister("input")
+    except duckdb.Error:
+        pass
+
+
+class ExecutionHandle:
+    """One running job: its cursor, progress, and the means to stop it.
+
+    ``progress()``, ``interrupt()`` and ``check_deadline()`` are called from the
+    monitor thread while the job thread runs the pipeline.
+    """
+
+    def __init__(self, *, job_id: str, attempt: int, params: Any, timeout_s: float | None) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.params = params
+        self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.timeout_s = timeout_s
+        self.reason: Reason | None = None
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._reported: tuple[float | None, str | None] = (None, None)
+        self._lock = threading.Lock()
+
+    # -- the Context protocol, as seen by the pipeline ------------------------------
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        assert self._connection is not None, "the handle is not running"
+        return self._connection
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        percent = done if total is None else (100.0 * done / total if total else 100.0)
+        with self._lock:
+            self._reported = (max(0.0, min(100.0, percent)), message)
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        if self.reason is not None:
+            raise self.stop_error()
+
+    # -- the monitor's side -----------------------------------------------------------
+    def attach(self, connection: duckdb.DuckDBPyConnection | None) -> None:
+        self._connection = connection
+
+    def snapshot(self) -> tuple[float | None, str | None]:
+        """(percent, message): the pipeline's own report, else DuckDB's query progress."""
+        with self._lock:
+            percent, message = self._reported
+        connection = self._connection
+        if connection is not None:
+            try:
+                query = connection.query_progress()
+            except duckdb.Error:
+                query = -1.0
+            if query >= 0 and (percent is None or percent < 100.0):
+                percent = max(percent or 0.0, min(float(query), 100.0))
+        return percent, message
+
+    def interrupt(self, reason: Reason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        connection = self._connection
+        if connection is not None:
+            connection.interrupt()
+
+    def check_deadline(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.interrupt("timeout")
+            return True
+        return False
+
+    def stop_error(self) -> JobError:
+        if self.reason == "timeout":
+            return JobTimeout(f"the job ran longer than its timeout of {self.timeout_s:g} s")
+        if self.reason == "shutdown":
+            return Interrupted("the worker shut down while the job ran; it will run again")
+        return JobCancelled("the job was cancelled while running")
+
+
+def run_pipeline(
+    engines: Engines,
+    handle: ExecutionHandle,
+    pipeline: Pipeline,
+    *,
+    input_path: Path,
+    result_path: Path,
+) -> StoredFrame:
+    """Run ``pipeline`` over the input file; write and describe the result file."""
+    with engines.job_cursor(pipeline.sandboxed) as cursor:
+        handle.attach(cursor)
+        try:
+            handle.check_cancelled()
+            relation = _input_relation(cursor, input_path, pipeline.sandboxed)
+            result = pipeline(handle, relation)
+            return _write_result(handle, result, result_path)
+        except duckdb.InterruptException as exc:
+            raise handle.stop_error() from exc
+        except JobError:
+            raise
+        except duckdb.Error as exc:
+            if handle.reason is not None:
+                raise handle.stop_error() from exc
+            raise PipelineError(_first_line(exc)) from exc
+        except Exception as exc:
+            if handle.reason is not None:
+                raise handle.stop_error() from exc
+            raise PipelineError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            handle.attach(None)
+
+
+def _input_relation(
+    cursor: duckdb.DuckDBPyConnection, path: Path, sandboxed: bool
+) -> duckdb.DuckDBPyRelation:
+    if sandboxed:
+        # The sandbox cannot open files; it scans an Arrow dataset handed to it.
+        cursor.register("input", pads.dataset(str(path), format="parquet"))
+        return cursor.table("input")
+    relation = cursor.read_parquet(str(path))
+    relation.create_view("input", replace=True)
+    return relation
+
+
+def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
+    reader = _as_reader(result)
+    rows = 0
+    with pq.ParquetWriter(path, reader.schema) as writer:
+        for batch in reader:
+            handle.check_cancelled()
+            writer.write_batch(batch)
+            rows += batch.num_rows
+        schema = reader.schema
+    return StoredFrame(path, rows, path.stat().st_size, columns_info(schema))
+
+
+def _as_reader(result: Any) -> pa.RecordBatchReader:
+    if isinstance(result, duckdb.DuckDBPyRelation):
+        return result.to_arrow_reader(64 * 1024)
+    if isinstance(result, pa.Table):
+        return result.to_reader()
+    if isinstance(result, pa.RecordBatchReader):
+        return result
+    raise PipelineError(
+        f"a pipeline must return a DuckDB relation or an Arrow table, not {type(result).__name__}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__

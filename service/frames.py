@@ -1,0 +1,287 @@
+"""Frame schemas and validation: a pipeline's input model becomes Arrow columns, and
+every decoded batch is conformed to them (names and aliases, types, nullability).
+
+Modes: ``strict`` accepts a value only when it already has the column's type (ints
+widen, ints go into float columns, and text formats may spell dates, timestamps and
+decimals as strings); ``coerce`` also converts wherever Arrow's safe cast is lossless
+("1" -> 1, 2.0 -> 2, but never 2.5 -> 2). Errors name the column, the first bad rows
+(0-based over the whole frame) and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import AwareDatetime, BaseModel, NaiveDatetime
+from pydantic.fields import FieldInfo
+
+from service.errors import InvalidFrame
+
+Mode = Literal["strict", "coerce"]
+MAX_BAD_ROWS = 5
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    aliases: tuple[str, ...]
+    type: pa.DataType
+    nullable: bool
+    required: bool
+
+
+@dataclass(frozen=True)
+class FrameSchema:
+    columns: tuple[Column, ...]
+    extra: Literal["forbid", "ignore"]
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type, c.nullable) for c in self.columns])
+
+
+def schema_of(model: type[BaseModel]) -> FrameSchema:
+    columns = tuple(_column(name, field) for name, field in model.model_fields.items())
+    extra = "ignore" if model.model_config.get("extra") in ("ignore", "allow") else "forbid"
+    return FrameSchema(columns=columns, extra=extra)
+
+
+def _column(name: str, field: FieldInfo) -> Column:
+    arrow_type, nullable = arrow_type_of(field.annotation, field)
+    aliases = tuple(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return Column(name, aliases, arrow_type, nullable, field.is_required())
+
+
+def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.DataType, bool]:
+    """Arrow type of a Python annotation, and whether it admits None."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return arrow_type_of(typing.get_args(annotation)[0], field)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported union column type {annotation!r}")
+        return arrow_type_of(args[0], field)[0], True
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        item_type, _ = arrow_type_of(item)
+        return pa.list_(item_type), False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = [
+            pa.field(n, *arrow_type_of(f.annotation, f)) for n, f in annotation.model_fields.items()
+        ]
+        return pa.struct(fields), False
+    return _scalar_type(annotation, field), False
+
+
+_SCALARS: dict[Any, pa.DataType] = {
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+    bytes: pa.binary(),
+    dt.date: pa.date32(),
+    dt.time: pa.time64("us"),
+    dt.datetime: pa.timestamp("us"),
+    NaiveDatetime: pa.timestamp("us"),
+    AwareDatetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
+    if annotation is decimal.Decimal:
+        return _decimal_type(field)
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    raise TypeError(f"unsupported column type {annotation!r}")
+
+
+def _decimal_type(field: FieldInfo | None) -> pa.DataType:
+    digits, places = 38, 9
+    for meta in field.metadata if field else ():
+        digits = getattr(meta, "max_digits", None) or digits
+        places = getattr(meta, "decimal_places", None) or places
+    return pa.decimal128(digits, places)
+
+
+class FrameProblems:
+    """Collects the problems of one frame; raises them together."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+
+    def add(self, column: str | None, reason: str, rows: list[int] | None = None) -> None:
+        error: dict[str, Any] = {"column": column, "reason": reason}
+        if rows is not None:
+            error["rows"] = rows[:MAX_BAD_ROWS]
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            first = self.errors[0]
+            where = f"column {first['column']!r}: " if first["column"] else ""
+            rows = f" (rows {first['rows']})" if first.get("rows") else ""
+            raise InvalidFrame(f"{where}{first['reason']}{rows}", errors=self.errors)
+
+
+def conform_batch(
+    batch: pa.RecordBatch,
+    schema: FrameSchema,
+    *,
+    mode: Mode,
+    text_source: bool,
+    row_offset: int,
+) -> pa.RecordBatch:
+    """The batch with the schema's columns, names and types, or InvalidFrame."""
+    problems = FrameProblems()
+    by_name = _match_columns(batch.schema.names, schema, problems)
+    arrays = []
+    for column in schema.columns:
+        source = by_name.get(column.name)
+        if source is None:
+            arrays.append(pa.nulls(batch.num_rows, column.type))
+            continue
+        array = batch.column(source)
+        arrays.append(_conform_column(array, column, mode, text_source, row_offset, problems))
+    problems.raise_if_any()
+    return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow)
+
+
+def _match_columns(
+    names: list[str], schema: FrameSchema, problems: FrameProblems
+) -> dict[str, int]:
+    lookup = {}
+    for column in schema.columns:
+        for key in (column.name, *column.aliases):
+            lookup[key] = column.name
+    found: dict[str, int] = {}
+    for index, name in enumerate(names):
+        target = lookup.get(name)
+        if target is None:
+            if schema.extra == "forbid":
+                problems.add(name, "unexpected column")
+        elif target in found:
+            problems.add(name, f"column given twice (as {names[found[target]]!r} and {name!r})")
+        else:
+            found[target] = index
+    for column in schema.columns:
+        if column.name not in found and (column.required or not column.nullable):
+            label = column.aliases[0] if column.aliases else column.name
+            problems.add(label, "missing column")
+    return found
+
+
+def _conform_column(
+    array: pa.Array,
+    column: Column,
+    mode: Mode,
+    text_source: bool,
+    row_offset: int,
+    problems: FrameProblems,
+) -> pa.Array:
+    target = column.type
+    label = column.aliases[0] if column.aliases else column.name
+    if array.type != target:
+        if not _allowed(array.type, target, mode, text_source):
+            rows = _non_null_rows(array, row_offset)
+            problems.add(label, f"expected {_describe(target)}, got {_describe(array.type)}", rows)
+            return pa.nulls(len(array), target)
+        try:
+            array = pc.cast(array, target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            rows = _bad_cast_rows(array, target, row_offset)
+            problems.add(label, f"cannot be read as {_describe(target)}: {_short(exc)}", rows)
+            return pa.nulls(len(array), target)
+    if not column.nullable and array.null_count:
+        rows = [i + row_offset for i in _null_indices(array)]
+        problems.add(label, "null in a column that does not allow nulls", rows)
+    return array
+
+
+def _allowed(source: pa.DataType, target: pa.DataType, mode: Mode, text_source: bool) -> bool:
+    if mode == "coerce" or pa.types.is_null(source):
+        return True
+    if pa.types.is_string(source) or pa.types.is_large_string(source):
+        return text_source or _parsed_from_text(target)
+    if pa.types.is_integer(source):
+        return pa.types.is_integer(target) or pa.types.is_floating(target)
+    return _same_kind(source, target)
+
+
+def _parsed_from_text(target: pa.DataType) -> bool:
+    # JSON has no date, timestamp or decimal type: strings are their strict spelling.
+    return (
+        pa.types.is_temporal(target)
+        or pa.types.is_decimal(target)
+        or pa.types.is_string(target)
+        or pa.types.is_large_string(target)
+    )
+
+
+def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
+    checks = (
+        pa.types.is_floating,
+        pa.types.is_decimal,
+        pa.types.is_date,
+        pa.types.is_time,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+        pa.types.is_list,
+        pa.types.is_large_list,
+        pa.types.is_struct,
+        pa.types.is_boolean,
+    )
+    if pa.types.is_timestamp(source) and pa.types.is_timestamp(target):
+        return (source.tz is None) == (target.tz is None)
+    return any(check(source) and check(target) for check in checks)
+
+
+def _describe(arrow_type: pa.DataType) -> str:
+    return str(arrow_type)
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def _null_indices(array: pa.Array) -> list[int]:
+    mask = pc.is_null(array)
+    return pc.indices_nonzero(mask).slice(0, MAX_BAD_ROWS).to_pylist()  # type: ignore[no-any-return]
+
+
+def _non_null_rows(array: pa.Array, offset: int) -> list[int]:
+    mask = pc.is_valid(array)
+    return [i + offset for i in pc.indices_nonzero(mask).slice(0, MAX_BAD_ROWS).to_pylist()]
+
+
+def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[int]:
+    """Row numbers of the first values that do not cast (slow path: errors only)."""
+    bad: list[int] = []
+    step = 4096
+    for start in range(0, len(array), step):
+        piece = array.slice(start, step)
+        try:
+            pc.cast(piece, target, safe=True)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        for i in range(len(piece)):
+            try:
+                pc.cast(piece.slice(i, 1), target, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                bad.append(start + i + offset)
+                if len(bad) >= MAX_BAD_ROWS:
+                    return bad
+    return bad
+
+
+def columns_info(schema: pa.Schema) -> list[dict[str, Any]]:
+    """The ``columns`` list of a job body: name and type of each column."""
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]

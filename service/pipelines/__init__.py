@@ -1,0 +1,151 @@
+"""Pipelines: a function over a DuckDB relation, with a typed input model and params.
+
+Operators write::
+
+    class Row(BaseModel):
+        user_id: int = Field(alias="userId")
+        amount: float
+
+    @pipeline("billing_rollup", input=Row, description="...")
+    def billing_rollup(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+        return frame.aggregate("user_id, sum(amount) AS total, count(*) AS n", "user_id")
+
+The decorator returns a :class:`Pipeline`; :func:`load_registry` collects them from the
+built-in modules and from the modules named in ``FRAMEJOBS_PIPELINES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel, ValidationError
+
+from service.config import Settings
+from service.errors import InvalidInput, NotFound
+from service.frames import FrameSchema, Mode, schema_of
+
+
+class Context(Protocol):
+    """What a running pipeline can see and do."""
+
+    job_id: str
+    attempt: int
+    params: Any
+    connection: duckdb.DuckDBPyConnection
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress: ``done`` of ``total`` (percent when ``total`` is None)."""
+
+    def check_cancelled(self) -> None:
+        """Raise if the job was cancelled or timed out; call it between long steps."""
+
+
+Result = duckdb.DuckDBPyRelation | pa.Table | pa.RecordBatchReader
+PipelineFunc = Callable[[Context, duckdb.DuckDBPyRelation], Result]
+ParamsCheck = Callable[[Any, duckdb.DuckDBPyConnection], None]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    func: PipelineFunc
+    input: type[BaseModel] | None = None
+    params: type[BaseModel] | None = None
+    description: str = ""
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    validation: Mode = "coerce"
+    sandboxed: bool = False
+    check_params: ParamsCheck | None = None
+    frame_schema: FrameSchema | None = field(default=None, compare=False)
+
+    def __call__(self, ctx: Context, frame: duckdb.DuckDBPyRelation) -> Result:
+        return self.func(ctx, frame)
+
+    def parse_params(self, raw: Mapping[str, Any] | None) -> Any:
+        if self.params is None:
+            if raw:
+                raise InvalidInput(f"pipeline {self.name!r} takes no params")
+            return None
+        try:
+            return self.params.model_validate(raw or {})
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+                for e in exc.errors()
+            ]
+            raise InvalidInput(f"invalid params for pipeline {self.name!r}", errors=errors) from exc
+
+
+def pipeline(
+    name: str,
+    *,
+    input: type[BaseModel] | None = None,
+    params: type[BaseModel] | None = None,
+    description: str = "",
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+    validation: Mode = "coerce",
+    sandboxed: bool = False,
+    check_params: ParamsCheck | None = None,
+) -> Callable[[PipelineFunc], Pipeline]:
+    """Declare a pipeline. The function receives a context and the input relation."""
+
+    def wrap(func: PipelineFunc) -> Pipeline:
+        return Pipeline(
+            name=name,
+            func=func,
+            input=input,
+            params=params,
+            description=description or (func.__doc__ or "").strip(),
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            validation=validation,
+            sandboxed=sandboxed,
+            check_params=check_params,
+            frame_schema=schema_of(input) if input is not None else None,
+        )
+
+    return wrap
+
+
+class Registry:
+    def __init__(self, pipelines: Iterable[Pipeline]) -> None:
+        self._by_name: dict[str, Pipeline] = {}
+        for p in pipelines:
+            if p.name in self._by_name:
+                raise ValueError(f"two pipelines are named {p.name!r}")
+            self._by_name[p.name] = p
+
+    def get(self, name: str) -> Pipeline:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise NotFound(f"no pipeline named {name!r} (known: {known})") from None
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._by_name.values(), key=lambda p: p.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+
+def pipelines_in(module: ModuleType) -> list[Pipeline]:
+    return [value for value in vars(module).values() if isinstance(value, Pipeline)]
+
+
+def load_registry(settings: Settings) -> Registry:
+    names = ["service.pipelines.examples", *settings.pipelines]
+    if settings.sql_pipeline_enabled:
+        names.insert(0, "service.pipelines.sql")
+    found: list[Pipeline] = []
+    for module_name in names:
+        found.extend(pipelines_in(importlib.import_module(module_name)))
+    return Registry(found)

@@ -1,0 +1,58 @@
+"""The built-in ``sql`` pipeline: one client SELECT over the table ``input``.
+
+It runs on the sandboxed DuckDB database (no file or network access, no extension
+loading, configuration locked). DuckDB runs every statement of a string it is given,
+so the query is split here first and must be exactly one SELECT.
+"""
+
+from __future__ import annotations
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from service.errors import InvalidInput
+from service.pipelines import Context, pipeline
+
+
+class SqlParams(BaseModel):
+    query: str = Field(min_length=1, max_length=100_000, description="One SELECT over `input`.")
+
+
+def single_select(query: str) -> str:
+    """The query if it is exactly one SELECT statement, else InvalidInput."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise InvalidInput(f"the query does not parse: {_first_line(exc)}") from exc
+    if len(statements) != 1:
+        raise InvalidInput(f"the query must be exactly one statement, found {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise InvalidInput(f"the query must be a SELECT, found {kind.name}")
+    return query
+
+
+def check_query(params: SqlParams, connection: duckdb.DuckDBPyConnection) -> None:
+    """Bind the query against an empty ``input`` of the frame's columns: names,
+    types and forbidden functions (file reads) are refused at submit, not at run."""
+    single_select(params.query)
+    try:
+        connection.sql(params.query).columns  # noqa: B018  (binding is the check)
+    except duckdb.Error as exc:
+        raise InvalidInput(f"the query is not valid: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300]
+
+
+@pipeline(
+    "sql",
+    params=SqlParams,
+    description="Run one SELECT over the table `input` (sandboxed DuckDB).",
+    sandboxed=True,
+    check_params=check_query,  # type: ignore[arg-type]
+)
+def sql(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    del frame  # the query names it as `input`
+    return ctx.connection.sql(single_select(ctx.params.query))

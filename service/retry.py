@@ -1,0 +1,35 @@
+"""Retry policy as a pure object: (attempt, error) -> seconds to wait, or None."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from service.errors import JobError
+
+
+@dataclass(frozen=True)
+class RetryStrategy:
+    """Capped exponential backoff with +-``jitter`` spread, for retryable errors only."""
+
+    base_s: float = 1.0
+    max_s: float = 300.0
+    factor: float = 2.0
+    jitter: float = 0.2
+
+    def delay(
+        self,
+        *,
+        attempt: int,
+        max_attempts: int,
+        error: BaseException,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds until the next attempt, or None when the job must not be retried."""
+        if not (isinstance(error, JobError) and error.retryable):
+            return None
+        if attempt >= max_attempts:
+            return None
+        raw = min(self.max_s, self.base_s * self.factor ** max(attempt - 1, 0))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, raw * (1.0 + spread))

@@ -1,0 +1,143 @@
+"""Wire shapes: what clients send and receive. Never tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.engine import RowMapping
+
+Status = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobSpec(BaseModel):
+    """The JSON submit body (or the ``spec`` part of a multipart submit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = Field(min_length=1, max_length=200)
+    params: dict[str, Any] | None = None
+    frame: Any = Field(default=None, description='{"columns": {...}} or {"rows": [...]}')
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    run_after: AwareDatetime | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    validation: Literal["strict", "coerce"] | None = None
+
+
+class ColumnOut(BaseModel):
+    name: str
+    type: str
+    nullable: bool = True
+
+
+class FrameOut(BaseModel):
+    rows: int
+    columns: list[ColumnOut]
+    bytes: int
+    url: str | None = None
+
+
+class ProgressOut(BaseModel):
+    percent: float | None
+    message: str | None
+    updated_at: datetime | None
+
+
+class ErrorOut(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    pipeline: str
+    status: Status
+    progress: ProgressOut
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    priority: int
+    params: dict[str, Any] | None
+    created_at: datetime
+    run_after: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timeout_s: float | None
+    input: FrameOut
+    result: FrameOut | None
+    error: ErrorOut | None
+    webhook: dict[str, Any] | None
+    links: dict[str, str]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_page_token: str | None = None
+
+
+class PipelineOut(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any] | None
+    params_schema: dict[str, Any] | None
+    max_attempts: int | None
+    timeout_s: float | None
+    validation: str
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_body(row: RowMapping) -> dict[str, Any]:
+    """The job as clients see it (a plain dict: this is the hot path of every poll)."""
+    job_id = row["id"]
+    base = f"/jobs/{job_id}"
+    completed = row["status"] == "completed"
+    return {
+        "id": job_id,
+        "pipeline": row["pipeline"],
+        "status": row["status"],
+        "progress": {
+            "percent": row["progress_percent"],
+            "message": row["progress_message"],
+            "updated_at": _iso(row["progress_updated_at"]),
+        },
+        "attempt": row["attempt"],
+        "max_attempts": row["max_attempts"],
+        "cancel_requested": row["cancel_requested"],
+        "priority": row["priority"],
+        "params": row["params"],
+        "created_at": _iso(row["created_at"]),
+        "run_after": _iso(row["run_after"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "timeout_s": row["timeout_s"],
+        "input": {
+            "rows": row["input_rows"],
+            "columns": row["input_columns"] or [],
+            "bytes": row["input_bytes"],
+            "url": None,
+        },
+        "result": {
+            "rows": row["result_rows"],
+            "columns": row["result_columns"] or [],
+            "bytes": row["result_bytes"],
+            "url": f"{base}/result",
+        }
+        if completed
+        else None,
+        "error": {"type": row["error_type"], "message": row["error_message"] or ""}
+        if row["error_type"]
+        else None,
+        "webhook": None,
+        "links": {
+            "self": base,
+            "events": f"{base}/events",
+            "result": f"{base}/result",
+            "cancel": f"{base}/cancel",
+        },
+    }

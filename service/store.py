@@ -1,0 +1,145 @@
+"""Reads and writes of jobs, their events and their payloads (no HTTP, no state rules)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from service.db import reading
+from service.errors import InvalidInput
+from service.models import event_table, job_table, payload_table
+from service.schemas import job_body
+
+J = job_table.c
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def insert_job(conn: Connection, values: dict[str, Any]) -> RowMapping:
+    row = conn.execute(job_table.insert().values(**values).returning(job_table)).mappings().one()
+    add_event(conn, row)
+    return row
+
+
+def get_job(conn: Connection, job_id: str) -> RowMapping | None:
+    return conn.execute(sa.select(job_table).where(J.id == job_id)).mappings().first()
+
+
+def job_by_idempotency_key(conn: Connection, key: str) -> RowMapping | None:
+    query = sa.select(job_table).where(J.idempotency_key == key)
+    return conn.execute(query).mappings().first()
+
+
+def job_version(conn: Connection, job_id: str) -> int | None:
+    return conn.execute(sa.select(J.version).where(J.id == job_id)).scalar_one_or_none()
+
+
+def add_event(conn: Connection, row: RowMapping) -> None:
+    """Record a status change with the job as it now is (for resumable event streams)."""
+    conn.execute(
+        event_table.insert().values(
+            job_id=row["id"], version=row["version"], status=row["status"], data=job_body(row)
+        )
+    )
+
+
+def events_after(conn: Connection, job_id: str, version: int) -> list[RowMapping]:
+    e = event_table.c
+    query = (
+        sa.select(event_table).where(e.job_id == job_id, e.version > version).order_by(e.version)
+    )
+    return list(conn.execute(query).mappings())
+
+
+# -- listing -------------------------------------------------------------------------
+
+
+def encode_page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> str:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except ValueError as exc:
+        raise InvalidInput("page_token is not one this service gave out") from exc
+
+
+def list_jobs(
+    conn: Connection,
+    *,
+    status: str | None,
+    pipeline: str | None,
+    page_size: int,
+    before_id: str | None,
+) -> tuple[list[RowMapping], str | None]:
+    """Newest first, keyset paging on the time-sortable id."""
+    query = sa.select(job_table).order_by(J.id.desc()).limit(page_size + 1)
+    if status:
+        query = query.where(J.status == status)
+    if pipeline:
+        query = query.where(J.pipeline == pipeline)
+    if before_id:
+        query = query.where(J.id < before_id)
+    rows = list(conn.execute(query).mappings())
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, encode_page_token(rows[-1]["id"]) if more and rows else None
+
+
+def delete_job(conn: Connection, job_id: str) -> None:
+    conn.execute(payload_table.delete().where(payload_table.c.job_id == job_id))
+    conn.execute(event_table.delete().where(event_table.c.job_id == job_id))
+    conn.execute(job_table.delete().where(J.id == job_id))
+
+
+# -- payloads ------------------------------------------------------------------------
+
+
+def write_payload(conn: Connection, job_id: str, kind: str, path: Path, chunk_bytes: int) -> int:
+    """Store a file in chunks inside the caller's transaction; returns the byte count."""
+    total = 0
+    with path.open("rb") as handle:
+        seq = 0
+        while chunk := handle.read(chunk_bytes):
+            conn.execute(
+                payload_table.insert().values(job_id=job_id, kind=kind, seq=seq, data=chunk)
+            )
+            total += len(chunk)
+            seq += 1
+    return total
+
+
+def delete_payload(conn: Connection, job_id: str, kind: str) -> None:
+    p = payload_table.c
+    conn.execute(payload_table.delete().where(p.job_id == job_id, p.kind == kind))
+
+
+def payload_chunks(engine: Engine, job_id: str, kind: str) -> Iterator[bytes]:
+    """The stored file chunk by chunk, each read in its own short transaction."""
+    p = payload_table.c
+    seq = 0
+    while True:
+        with reading(engine) as conn:
+            query = sa.select(p.data).where(p.job_id == job_id, p.kind == kind, p.seq == seq)
+            chunk = conn.execute(query).scalar_one_or_none()
+        if chunk is None:
+            return
+        yield bytes(chunk)
+        seq += 1
+
+
+def payload_to_file(engine: Engine, job_id: str, kind: str, dest: Path) -> Path:
+    with dest.open("wb") as handle:
+        for chunk in payload_chunks(engine, job_id, kind):
+            handle.write(chunk)
+    return dest

@@ -1,0 +1,147 @@
+"""Accepting a job: decode and validate the frame, store it as Parquet, and insert the
+job row and its input payload in one transaction. A 202 means the frame is committed."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow.parquet as pq
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from service.config import Settings
+from service.db import reading, writing
+from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
+from service.errors import IdempotencyMismatch, InvalidFrame
+from service.execute import Engines
+from service.ids import new_id
+from service.metrics import Metrics
+from service.notify import Hub
+from service.pipelines import Pipeline, Registry
+from service.schemas import JobSpec
+from service.store import insert_job, job_by_idempotency_key, utcnow, write_payload
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    file: BinaryIO
+    format: Format
+
+
+@dataclass(frozen=True)
+class Services:
+    """What submitting needs, built once by the entry point."""
+
+    engine: Engine
+    settings: Settings
+    registry: Registry
+    engines: Engines
+    hub: Hub
+    metrics: Metrics | None = None
+
+
+def submit(
+    services: Services,
+    spec: JobSpec,
+    *,
+    frame_file: FrameFile | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[RowMapping, bool]:
+    """Store a new job; returns it and whether it was created (False: idempotent replay)."""
+    pipeline = services.registry.get(spec.pipeline)
+    params = pipeline.parse_params(spec.params)
+    if idempotency_key:
+        existing = _replay(services.engine, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    job_id = new_id()
+    spool = services.settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    path = spool / f"{job_id}.input.parquet"
+    try:
+        stored = _store_frame(pipeline, spec, frame_file, path)
+        if pipeline.check_params is not None:
+            _check_params(services.engines, pipeline, params, stored)
+        values = _job_values(services.settings, pipeline, spec, params, stored, job_id)
+        values.update(idempotency_key=idempotency_key, request_hash=request_hash)
+        try:
+            with writing(services.engine) as conn:
+                row = insert_job(conn, values)
+                write_payload(conn, job_id, "input", path, services.settings.payload_chunk_bytes)
+        except IntegrityError:
+            # Two requests with one key raced: the other one won; answer as it did.
+            replay = _replay(services.engine, idempotency_key or "", request_hash)
+            if replay is None:
+                raise
+            return replay, False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    services.hub.work_available()
+    if services.metrics is not None:
+        services.metrics.submitted.labels(pipeline.name).inc()
+    return row, True
+
+
+def _replay(engine: Engine, key: str, request_hash: str | None) -> RowMapping | None:
+    with reading(engine) as conn:
+        existing = job_by_idempotency_key(conn, key)
+    if existing is not None and existing["request_hash"] != request_hash:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    return existing
+
+
+def _store_frame(
+    pipeline: Pipeline, spec: JobSpec, frame_file: FrameFile | None, path: object
+) -> StoredFrame:
+    schema = pipeline.frame_schema
+    mode = spec.validation or pipeline.validation
+    if frame_file is not None:
+        batches = file_batches(frame_file.file, frame_file.format, schema)
+    elif spec.frame is not None:
+        batches = json_frame_batches(spec.frame, schema)
+    else:
+        raise InvalidFrame("the request has no frame")
+    return write_frame(batches, schema, mode=mode, dest=path)  # type: ignore[arg-type]
+
+
+def _check_params(
+    engines: Engines, pipeline: Pipeline, params: object, stored: StoredFrame
+) -> None:
+    assert pipeline.check_params is not None
+    empty = pq.read_schema(stored.path).empty_table()
+    with engines.check_cursor() as cursor:
+        cursor.register("input", empty)
+        pipeline.check_params(params, cursor)
+
+
+def _job_values(
+    settings: Settings,
+    pipeline: Pipeline,
+    spec: JobSpec,
+    params: object,
+    stored: StoredFrame,
+    job_id: str,
+) -> dict[str, object]:
+    now = utcnow()
+    dumped = params.model_dump(mode="json") if hasattr(params, "model_dump") else None
+    return {
+        "id": job_id,
+        "pipeline": pipeline.name,
+        "params": dumped,
+        "status": "queued",
+        "priority": spec.priority,
+        "run_after": spec.run_after or now,
+        "max_attempts": spec.max_attempts or pipeline.max_attempts or settings.default_max_attempts,
+        "timeout_s": spec.timeout_s or pipeline.timeout_s,
+        "created_at": now,
+        "updated_at": now,
+        "input_rows": stored.rows,
+        "input_bytes": stored.bytes,
+        "input_columns": stored.columns,
+    }

@@ -1,0 +1,338 @@
+"""The worker: slot threads claim and run jobs; one monitor thread keeps them honest.
+
+Each slot loops claim -> execute -> finish. The monitor, every ``progress_interval_s``,
+saves changed progress, enforces timeouts and notices cancel requests; every
+``heartbeat_s`` it renews leases; every ``rescue_interval_s`` it re-queues jobs whose
+worker vanished. ``stop()`` only sets an event: slots stop claiming, running jobs get
+the grace period, then are interrupted and go back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import claim as claiming
+from service import finish
+from service.config import Settings
+from service.db import reading, writing
+from service.decode import StoredFrame
+from service.errors import FramejobsError, Interrupted, JobCancelled, JobError, JobTimeout
+from service.execute import Engines, ExecutionHandle, run_pipeline
+from service.metrics import Metrics
+from service.notify import Hub
+from service.pipelines import Registry
+from service.progress import cancel_requested, renew_leases, write_progress
+from service.retry import RetryStrategy
+from service.store import payload_to_file, utcnow
+
+log = logging.getLogger("framejobs.worker")
+
+
+@dataclass
+class _Running:
+    handle: ExecutionHandle
+    attempt: finish.Attempt
+    last_written: tuple[float | None, str | None] = (None, None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to save when an attempt ends: ``save`` writes it in one transaction."""
+
+    save: Callable[..., RowMapping | None]
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    # Worker ids alive in this process: a restarted process can get the pid of a dead
+    # one, so "same pid" alone does not mean "alive".
+    _live_ids: frozenset[str] = frozenset()
+    _live_lock = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: Settings,
+        registry: Registry,
+        engines: Engines,
+        hub: Hub,
+        concurrency: int,
+        metrics: Metrics | None = None,
+        retry: RetryStrategy | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.engine = engine
+        self.settings = settings
+        self.registry = registry
+        self.engines = engines
+        self.hub = hub
+        self.concurrency = concurrency
+        self.retry = retry or RetryStrategy(
+            base_s=settings.retry_base_s, max_s=settings.retry_max_s
+        )
+        self.id = claiming.worker_id(secrets.token_hex(4))
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._monitor_stop = threading.Event()
+        self._slots: list[threading.Thread] = []
+        self._monitor: threading.Thread | None = None
+        hub.on_cancel(self._on_cancel)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        with Worker._live_lock:
+            Worker._live_ids = Worker._live_ids | {self.id}
+        self._rescue()
+        for n in range(self.concurrency):
+            thread = threading.Thread(target=self._slot_loop, name=f"fj-slot-{n}", daemon=True)
+            thread.start()
+            self._slots.append(thread)
+        self._monitor = threading.Thread(target=self._monitor_loop, name="fj-monitor", daemon=True)
+        self._monitor.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Stop claiming; give running jobs ``grace_s``; interrupt the rest (re-queued)."""
+        self._stopping.set()
+        self.hub.wake_all()
+        deadline = time.monotonic() + grace_s
+        for thread in self._slots:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for running in self._snapshot():
+            running.handle.interrupt("shutdown")
+        for thread in self._slots:
+            thread.join(10.0)
+        self._monitor_stop.set()
+        if self._monitor is not None:
+            self._monitor.join(10.0)
+        with Worker._live_lock:
+            Worker._live_ids = Worker._live_ids - {self.id}
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- slots ---------------------------------------------------------------------------
+    def _slot_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                jobs = self._claim()
+            except SQLAlchemyError:
+                log.exception("claim failed; retrying")
+                self._stopping.wait(self.settings.poll_interval_s)
+                continue
+            if not jobs:
+                self.hub.wait_for_work(self.settings.poll_interval_s)
+                continue
+            for job in jobs:
+                self._process(job)
+
+    def _claim(self) -> list[RowMapping]:
+        with writing(self.engine) as conn:
+            jobs = claiming.claim(
+                conn, worker=self.id, now=utcnow(), lease_s=self.settings.lease_s, limit=1
+            )
+        for job in jobs:
+            self.hub.job_changed(job["id"])
+        return jobs
+
+    def _process(self, job: RowMapping) -> None:
+        attempt = finish.Attempt(job["id"], self.id, job["attempt"])
+        workdir = Path(tempfile.mkdtemp(prefix=f"fj-{job['id']}-", dir=self._spool()))
+        outcome = Outcome(finish.fail, {"error_type": "InternalError", "message": "lost"})
+        started = time.monotonic()
+        try:
+            pipeline = self.registry.get(job["pipeline"])
+            handle = ExecutionHandle(
+                job_id=job["id"],
+                attempt=job["attempt"],
+                params=pipeline.parse_params(job["params"]),
+                timeout_s=job["timeout_s"],
+            )
+            with self._lock:
+                self._running[job["id"]] = _Running(handle, attempt)
+            if job["cancel_requested"]:
+                handle.interrupt("cancel")
+            input_path = payload_to_file(self.engine, job["id"], "input", workdir / "input.parquet")
+            result = run_pipeline(
+                self.engines,
+                handle,
+                pipeline,
+                input_path=input_path,
+                result_path=workdir / "result.parquet",
+            )
+            outcome = Outcome(finish.complete, {"result": result})
+        except JobError as exc:
+            outcome = self._after_error(job, exc)
+        except FramejobsError as exc:
+            outcome = Outcome(
+                finish.fail, {"error_type": type(exc).__name__, "message": exc.detail}
+            )
+        except Exception as exc:
+            log.exception("job %s: unexpected error", job["id"])
+            outcome = Outcome(finish.fail, {"error_type": "InternalError", "message": repr(exc)})
+        finally:
+            with self._lock:
+                self._running.pop(job["id"], None)
+            row = self._save(attempt, outcome)
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._count(job["pipeline"], row, time.monotonic() - started)
+
+    def _count(self, pipeline: str, row: RowMapping | None, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        status = row["status"] if row is not None else "lease_lost"
+        self.metrics.finished.labels(pipeline, status).inc()
+        self.metrics.run_seconds.labels(pipeline).observe(seconds)
+
+    def _after_error(self, job: RowMapping, exc: JobError) -> Outcome:
+        name, message = type(exc).__name__, exc.detail
+        if isinstance(exc, JobCancelled):
+            return Outcome(finish.cancelled)
+        if isinstance(exc, Interrupted):
+            return Outcome(
+                finish.requeue,
+                {"delay_s": 0.0, "error_type": name, "message": message, "refund_attempt": True},
+            )
+        delay = None
+        if not isinstance(exc, JobTimeout):
+            delay = self.retry.delay(
+                attempt=job["attempt"], max_attempts=job["max_attempts"], error=exc
+            )
+        if delay is None:
+            return Outcome(finish.fail, {"error_type": name, "message": message})
+        return Outcome(finish.requeue, {"delay_s": delay, "error_type": name, "message": message})
+
+    def _save(self, attempt: finish.Attempt, outcome: Outcome) -> RowMapping | None:
+        """Persist the outcome, retrying through brief database trouble. If it cannot be
+        saved before the lease runs out, rescue re-queues the job: nothing is lost."""
+        deadline = time.monotonic() + self.settings.lease_s
+        args = dict(outcome.args)
+        if outcome.save is finish.complete:
+            args["chunk_bytes"] = self.settings.payload_chunk_bytes
+        while True:
+            try:
+                with writing(self.engine) as conn:
+                    row = outcome.save(conn, attempt, now=utcnow(), **args)
+                break
+            except SQLAlchemyError:
+                if time.monotonic() > deadline:
+                    log.exception("job %s: could not save its outcome", attempt.job_id)
+                    return None
+                log.warning("job %s: saving the outcome failed; retrying", attempt.job_id)
+                time.sleep(0.5)
+        if row is None:
+            log.warning("job %s: lease lost before the outcome was saved", attempt.job_id)
+        elif row["status"] == "queued":
+            self.hub.work_available()
+        self.hub.job_changed(attempt.job_id)
+        return row
+
+    def _spool(self) -> Path:
+        path = self.settings.spool_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- monitor -------------------------------------------------------------------------
+    def _snapshot(self) -> list[_Running]:
+        with self._lock:
+            return list(self._running.values())
+
+    def _on_cancel(self, job_id: str) -> None:
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is not None:
+            running.handle.interrupt("cancel")
+
+    def _monitor_loop(self) -> None:
+        next_beat = time.monotonic() + self.settings.heartbeat_s
+        next_rescue = time.monotonic() + self.settings.rescue_interval_s
+        while not self._monitor_stop.wait(self.settings.progress_interval_s):
+            running = self._snapshot()
+            try:
+                self._tick(running)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.settings.heartbeat_s
+                    self._heartbeat(running)
+                if time.monotonic() >= next_rescue:
+                    next_rescue = time.monotonic() + self.settings.rescue_interval_s
+                    self._rescue()
+            except SQLAlchemyError:
+                log.warning("monitor: database error; will retry", exc_info=True)
+            except FramejobsError as exc:
+                log.warning("monitor: %s", exc.detail)
+
+    def _tick(self, running: list[_Running]) -> None:
+        if not running:
+            return
+        for item in running:
+            item.handle.check_deadline()
+        with reading(self.engine) as conn:
+            wanted = cancel_requested(
+                conn, worker=self.id, job_ids=[r.attempt.job_id for r in running]
+            )
+        for item in running:
+            if item.attempt.job_id in wanted:
+                item.handle.interrupt("cancel")
+        self._flush_progress(running)
+
+    def _flush_progress(self, running: list[_Running]) -> None:
+        for item in running:
+            percent, message = item.handle.snapshot()
+            rounded = (round(percent, 1) if percent is not None else None, message)
+            if rounded == item.last_written:
+                continue
+            with writing(self.engine) as conn:
+                write_progress(
+                    conn,
+                    job_id=item.attempt.job_id,
+                    worker=self.id,
+                    attempt=item.attempt.attempt,
+                    percent=rounded[0],
+                    message=message,
+                    now=utcnow(),
+                )
+            item.last_written = rounded
+            self.hub.job_changed(item.attempt.job_id)
+
+    def _heartbeat(self, running: list[_Running]) -> None:
+        if not running:
+            return
+        jobs = [(r.attempt.job_id, r.attempt.attempt) for r in running]
+        with writing(self.engine) as conn:
+            held = renew_leases(
+                conn, worker=self.id, jobs=jobs, now=utcnow(), lease_s=self.settings.lease_s
+            )
+        for item in running:
+            if item.attempt.job_id not in held:
+                log.warning("job %s: lease lost; stopping it", item.attempt.job_id)
+                item.handle.interrupt("shutdown")
+
+    def _rescue(self) -> None:
+        with writing(self.engine) as conn:
+            dead = claiming.dead_local_workers(
+                claiming.running_workers(conn), mine=Worker._live_ids
+            )
+            rescued = claiming.rescue(conn, now=utcnow(), dead_workers=dead)
+        if rescued.requeued or rescued.failed:
+            log.info("rescued jobs: requeued=%s failed=%s", rescued.requeued, rescued.failed)
+            self.hub.work_available(len(rescued.requeued))
+        for job_id in (*rescued.requeued, *rescued.failed):
+            self.hub.job_changed(job_id)
+
+
+__all__ = ["StoredFrame", "Worker"]
