@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from service.db import reading
 from service.errors import InvalidInput
+from service.ids import looks_like_id
 from service.models import event_table, job_table, payload_table
 from service.schemas import job_body
 
@@ -69,9 +70,12 @@ def encode_page_token(last_id: str) -> str:
 def decode_page_token(token: str) -> str:
     try:
         padded = token + "=" * (-len(token) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        last_id = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except ValueError as exc:
         raise InvalidInput("page_token is not one this service gave out") from exc
+    if not looks_like_id(last_id):
+        raise InvalidInput("page_token is not one this service gave out")
+    return last_id
 
 
 def list_jobs(

@@ -99,8 +99,8 @@ async def submit_job(
             )
         )
     finally:
-        if parsed.upload is not None:
-            await parsed.upload.close()
+        if parsed.form is not None:
+            await parsed.form.close()
     headers = {"Location": f"/jobs/{row['id']}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"

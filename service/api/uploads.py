@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message
@@ -24,7 +24,7 @@ from service.submit import FrameFile
 class ParsedSubmit:
     spec: JobSpec
     frame_file: FrameFile | None
-    upload: UploadFile | None
+    form: FormData | None
     digest: hashlib._Hash
 
 
@@ -99,6 +99,14 @@ async def read_multipart_submit(request: Request, limit: int) -> ParsedSubmit:
         form = await _limited(request, limit).form(max_files=1, max_fields=8)
     except MultiPartException as exc:
         raise InvalidInput(f"the multipart body could not be read: {exc.message}") from exc
+    try:
+        return await _from_form(form)
+    except BaseException:
+        await form.close()
+        raise
+
+
+async def _from_form(form: FormData) -> ParsedSubmit:
     spec_part: Any = form.get("spec")
     frame_part = form.get("frame")
     if spec_part is None:
@@ -112,7 +120,7 @@ async def read_multipart_submit(request: Request, limit: int) -> ParsedSubmit:
         raise InvalidInput('a multipart submit needs a "frame" file part')
     fmt = detect_format(frame_part.content_type, frame_part.filename)
     digest = hashlib.sha256(spec_part if isinstance(spec_part, bytes) else spec_part.encode())
-    return ParsedSubmit(spec, FrameFile(frame_part.file, fmt), frame_part, digest)
+    return ParsedSubmit(spec, FrameFile(frame_part.file, fmt), form, digest)
 
 
 async def read_submit(request: Request, *, json_limit: int, upload_limit: int) -> ParsedSubmit:

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.config import Settings
+from service.db import make_engine, upgrade
+from tests.support import databases
+
+TEST_PIPELINES = ["tests.support.pipelines"]
+
+
+def fast_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "pipelines": TEST_PIPELINES,
+        "workers": 2,
+        "lease_s": 3.0,
+        "heartbeat_s": 0.5,
+        "poll_interval_s": 0.05,
+        "progress_interval_s": 0.05,
+        "rescue_interval_s": 0.5,
+        "shutdown_grace_s": 5.0,
+        "retry_base_s": 0.05,
+        "retry_max_s": 0.2,
+        "duckdb_threads": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[None]:
+    databases.require_pg()
+    databases.create_template()
+    yield
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database per test: a SQLite file, or a PostgreSQL clone."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'framejobs.db'}"
+        engine = make_engine(Settings(database_url=url))
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    request.getfixturevalue("pg_template")
+    name = databases.clone_database()
+    try:
+        yield databases.sqlalchemy_url(name)
+    finally:
+        databases.drop_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'framejobs.db'}"
+    engine = make_engine(Settings(database_url=url))
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return fast_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def api_only(settings: Settings) -> Iterator[TestClient]:
+    """The API with no worker threads: jobs stay queued."""
+    with TestClient(create_app(settings, workers=0)) as test_client:
+        yield test_client

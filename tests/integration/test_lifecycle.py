@@ -1,0 +1,189 @@
+"""A job's life: run, progress, cancel, timeout, retry, rescue, fencing."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service import claim, finish
+from service.api.app import create_app
+from service.config import Settings
+from service.db import make_engine, reading, writing
+from service.decode import StoredFrame
+from service.store import get_job, utcnow
+from tests.support.jobs import submit, wait_status
+from tests.support.waiting import wait_for
+
+LONG_QUERY = "select count(*) from range(2000000000) a, range(100) b, input where a.range % 7 = b.range"
+
+
+def test_cancel_running_query_within_a_second_and_slot_is_free(client: TestClient) -> None:
+    job = submit(client, "sql", params={"query": LONG_QUERY})
+    wait_status(client, job["id"], "running")
+    started = time.monotonic()
+    response = client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 202
+    done = wait_status(client, job["id"], timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert done["status"] == "cancelled" and done["error"]["type"] == "JobCancelled"
+    # both slots are free again: two quick jobs run at once
+    quick = [submit(client, "sql", params={"query": "select sum(a) as s from input"}) for _ in range(2)]
+    for q in quick:
+        assert wait_status(client, q["id"], timeout=10)["status"] == "completed"
+    assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_cancel_queued_job_is_immediate(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})
+    body = api_only.post(f"/jobs/{job['id']}/cancel").json()
+    assert body["status"] == "cancelled" and body["finished_at"]
+
+
+def test_timeout_fails_the_job(client: TestClient) -> None:
+    job = submit(client, "sql", params={"query": LONG_QUERY}, timeout_s=0.5)
+    started = time.monotonic()
+    done = wait_status(client, job["id"], timeout=10)
+    assert done["status"] == "failed" and done["error"]["type"] == "JobTimeout", done
+    assert time.monotonic() - started < 3.0
+    assert done["attempt"] == 1  # timeouts are not retried
+
+
+def test_python_pipeline_cancel_and_progress(client: TestClient) -> None:
+    job = submit(client, "sleepy", params={"seconds": 30})
+
+    def progressed():
+        body = client.get(f"/jobs/{job['id']}").json()
+        p = body["progress"]
+        return body if p["percent"] and p["message"] == "sleeping" else None
+
+    wait_for(progressed, timeout=10, what="progress")
+    client.post(f"/jobs/{job['id']}/cancel")
+    assert wait_status(client, job["id"], timeout=3)["status"] == "cancelled"
+
+
+def test_transient_errors_are_retried_with_backoff(client: TestClient, tmp_path: Path) -> None:
+    job = submit(client, "flaky", params={"failures": 2, "marker_dir": str(tmp_path)})
+    done = wait_status(client, job["id"], timeout=20)
+    assert done["status"] == "completed", done
+    assert done["attempt"] == 3
+    assert (tmp_path / f"{job['id']}.attempts").read_text() == "3"
+
+
+def test_retries_stop_at_max_attempts(client: TestClient, tmp_path: Path) -> None:
+    job = submit(client, "flaky", params={"failures": 9, "marker_dir": str(tmp_path)}, max_attempts=2)
+    done = wait_status(client, job["id"], timeout=20)
+    assert done["status"] == "failed" and done["attempt"] == 2
+    assert done["error"] == {"type": "TransientError", "message": "flaky failure 2"}
+
+
+def test_pipeline_and_sql_errors_are_not_retried(client: TestClient) -> None:
+    boom = submit(client, "boom")
+    bad = submit(client, "sql", params={"query": "select cast('x' as integer) from input"})
+    for job, kind in ((boom, "PipelineError"), (bad, "PipelineError")):
+        done = wait_status(client, job["id"])
+        assert done["status"] == "failed" and done["attempt"] == 1, done
+        assert done["error"]["type"] == kind and done["error"]["message"]
+
+
+def _insert_running(settings: Settings, client: TestClient, *, worker: str, lease_s: float, max_attempts: int = 3) -> str:
+    """A job that a (fictional) worker claimed, as if that worker then died."""
+    job = submit(client, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}}, max_attempts=max_attempts)
+    engine = make_engine(settings)
+    try:
+        with writing(engine) as conn:
+            rows = claim.claim(conn, worker=worker, now=utcnow(), lease_s=lease_s)
+        assert [r["id"] for r in rows] == [job["id"]]
+    finally:
+        engine.dispose()
+    return job["id"]
+
+
+def test_expired_lease_is_rescued_and_completed(settings: Settings) -> None:
+    with TestClient(create_app(settings, workers=0)) as api:
+        job_id = _insert_running(settings, api, worker="elsewhere:1:x", lease_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        done = wait_status(client, job_id, timeout=10)
+        assert done["status"] == "completed" and done["attempt"] == 2
+
+
+def test_dead_local_process_is_rescued_without_waiting_for_lease(settings: Settings) -> None:
+    with TestClient(create_app(settings, workers=0)) as api:
+        # pid 999999999 does not exist on this host: its jobs are orphans now
+        job_id = _insert_running(settings, api, worker=f"{claim.HOST}:999999999:dead", lease_s=3600)
+    with TestClient(create_app(settings)) as client:
+        assert wait_status(client, job_id, timeout=5)["status"] == "completed"
+
+
+def test_rescue_fails_job_without_attempts_left(settings: Settings) -> None:
+    with TestClient(create_app(settings, workers=0)) as api:
+        job_id = _insert_running(settings, api, worker="elsewhere:1:x", lease_s=0.1, max_attempts=1)
+        engine = make_engine(settings)
+        try:
+            time.sleep(0.2)  # let the 0.1 s lease run out (wall clock is the subject here)
+            with writing(engine) as conn:
+                rescued = claim.rescue(conn, now=utcnow())
+            assert rescued.failed == [job_id]
+        finally:
+            engine.dispose()
+        body = api.get(f"/jobs/{job_id}").json()
+        assert body["status"] == "failed" and body["error"]["type"] == "LeaseExpired"
+
+
+def test_finish_is_fenced_by_attempt(settings: Settings, tmp_path: Path) -> None:
+    with TestClient(create_app(settings, workers=0)) as api:
+        job_id = _insert_running(settings, api, worker="w1", lease_s=0.1)
+        engine = make_engine(settings)
+        try:
+            with writing(engine) as conn:
+                claim.rescue(conn, now=utcnow() + timedelta(seconds=1))
+                retaken = claim.claim(conn, worker="w2", now=utcnow() + timedelta(seconds=1), lease_s=30)
+            assert retaken[0]["attempt"] == 2
+            result = tmp_path / "r.parquet"
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"x": [1]}), result)
+            frame = StoredFrame(result, 1, result.stat().st_size, [])
+            with writing(engine) as conn:
+                stale = finish.complete(conn, finish.Attempt(job_id, "w1", 1), frame, now=utcnow(), chunk_bytes=1024)
+                assert stale is None  # the old owner changes nothing
+                fresh = finish.fail(conn, finish.Attempt(job_id, "w2", 2), "X", "y", now=utcnow())
+                assert fresh is not None
+            with reading(engine) as conn:
+                row = get_job(conn, job_id)
+            assert row is not None and row["status"] == "failed" and row["result_rows"] is None
+        finally:
+            engine.dispose()
+
+
+def test_claims_never_overlap(settings: Settings) -> None:
+    """16 threads claim from 200 queued jobs at once; each job is claimed once."""
+    import threading
+
+    with TestClient(create_app(settings, workers=0)) as api:
+        ids = {submit(api, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})["id"] for _ in range(200)}
+    engine = make_engine(settings)
+    claimed: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def claimer(n: int) -> None:
+        barrier.wait()
+        while True:
+            with writing(engine) as conn:
+                rows = claim.claim(conn, worker=f"w{n}", now=utcnow(), lease_s=30, limit=3)
+            if not rows:
+                return
+            with lock:
+                claimed.extend(r["id"] for r in rows)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    engine.dispose()
+    assert sorted(claimed) == sorted(ids)

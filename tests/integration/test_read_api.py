@@ -1,0 +1,178 @@
+"""Reading jobs: ETag, long-poll, events, results, listing, deletion, service routes."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi.testclient import TestClient
+
+from tests.support.jobs import submit, wait_status
+
+FRAME = {"columns": {"userId": [1, 2, 1, 3], "amount": [1.0, 2.0, 3.0, 4.0]}}
+
+
+def test_etag_and_304(client: TestClient) -> None:
+    job = submit(client, "billing_rollup", FRAME)
+    done = wait_status(client, job["id"])
+    response = client.get(f"/jobs/{job['id']}")
+    tag = response.headers["etag"]
+    assert "retry-after" not in response.headers  # terminal
+    again = client.get(f"/jobs/{job['id']}", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b""
+    assert done["status"] == "completed"
+
+
+def test_retry_after_while_not_terminal(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", FRAME)
+    assert api_only.get(f"/jobs/{job['id']}").headers["retry-after"] == "1"
+
+
+def test_long_poll_returns_when_the_job_changes(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", FRAME)
+    tag = api_only.get(f"/jobs/{job['id']}").headers["etag"]
+    timer = threading.Timer(0.3, lambda: api_only.post(f"/jobs/{job['id']}/cancel"))
+    started = time.monotonic()
+    timer.start()
+    response = api_only.get(f"/jobs/{job['id']}?wait=10", headers={"If-None-Match": tag})
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert elapsed < 5
+
+
+def test_long_poll_times_out_with_304(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", FRAME)
+    tag = api_only.get(f"/jobs/{job['id']}").headers["etag"]
+    response = api_only.get(f"/jobs/{job['id']}?wait=0.3", headers={"If-None-Match": tag})
+    assert response.status_code == 304
+
+
+def _events(client: TestClient, job_id: str, last: str | None = None) -> list[dict]:
+    headers = {"Last-Event-ID": last} if last else {}
+    events, current = [], {}
+    with client.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("id: "):
+                current["id"] = line[4:]
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif not line and current:
+                events.append(current)
+                current = {}
+    return events
+
+
+def test_event_stream_and_resume(client: TestClient) -> None:
+    job = submit(client, "sleepy", params={"seconds": 0.5})
+    events = _events(client, job["id"])
+    statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
+    assert statuses == ["queued", "running", "completed"]
+    assert any(e["event"] == "progress" for e in events)
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+    # resume after the first event: nothing before it again, nothing lost after it
+    resumed = _events(client, job["id"], last=events[0]["id"])
+    assert [e["data"]["status"] for e in resumed if e["event"] == "status"] == ["running", "completed"]
+    assert _events(client, job["id"], last=events[-1]["id"]) == []
+
+
+def test_events_for_unknown_job_is_404(client: TestClient) -> None:
+    response = client.get("/jobs/nope/events")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_result_formats(client: TestClient) -> None:
+    job = submit(client, "billing_rollup", FRAME)
+    assert wait_status(client, job["id"])["status"] == "completed"
+    url = f"/jobs/{job['id']}/result"
+    expected = [(1, 4.0, 2), (2, 2.0, 1), (3, 4.0, 1)]
+
+    as_json = client.get(url).json()
+    assert [(r["user_id"], r["total"], r["n"]) for r in as_json["rows"]] == expected
+    ndjson = client.get(url, headers={"Accept": "application/x-ndjson"})
+    assert ndjson.headers["content-type"].startswith("application/x-ndjson")
+    assert [tuple(json.loads(line).values()) for line in ndjson.text.splitlines()] == expected
+    csv = client.get(url + "?format=csv")
+    assert csv.text.splitlines()[0] == '"user_id","total","n"' and len(csv.text.splitlines()) == 4
+    parquet = client.get(url, headers={"Accept": "application/vnd.apache.parquet"})
+    assert int(parquet.headers["content-length"]) == len(parquet.content)
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert list(zip(*table.to_pydict().values(), strict=True)) == expected
+    arrow = client.get(url, headers={"Accept": "application/vnd.apache.arrow.stream"})
+    assert pa.ipc.open_stream(arrow.content).read_all().equals(table)
+    refused = client.get(url, headers={"Accept": "image/png"})
+    assert refused.status_code == 406
+
+
+def test_result_paging(client: TestClient) -> None:
+    job = submit(client, "sql", {"columns": {"a": list(range(25))}}, params={"query": "select a from input order by a"})
+    assert wait_status(client, job["id"])["status"] == "completed"
+    url = f"/jobs/{job['id']}/result"
+    page = client.get(url + "?offset=10&limit=10").json()
+    assert [r["a"] for r in page["rows"]] == list(range(10, 20))
+    assert page["total"] == 25 and page["next_offset"] == 20
+    last = client.get(url + "?offset=20&limit=10").json()
+    assert [r["a"] for r in last["rows"]] == list(range(20, 25)) and last["next_offset"] is None
+
+
+def test_result_before_completion_is_409(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", FRAME)
+    response = api_only.get(f"/jobs/{job['id']}/result")
+    assert response.status_code == 409 and "queued" in response.json()["detail"]
+
+
+def test_list_filters_and_keyset_paging(api_only: TestClient) -> None:
+    ids = [submit(api_only, "billing_rollup", FRAME)["id"] for _ in range(5)]
+    ids += [submit(api_only, "sql", params={"query": "select 1"})["id"] for _ in range(2)]
+    api_only.post(f"/jobs/{ids[0]}/cancel")
+    seen, token = [], None
+    while True:
+        url = "/jobs?page_size=3" + (f"&page_token={token}" if token else "")
+        page = api_only.get(url).json()
+        seen += [j["id"] for j in page["items"]]
+        token = page.get("next_page_token")
+        if not token:
+            break
+    assert seen == sorted(ids, reverse=True)
+    sql_only = api_only.get("/jobs?pipeline=sql").json()["items"]
+    assert {j["id"] for j in sql_only} == set(ids[5:])
+    cancelled = api_only.get("/jobs?status=cancelled").json()["items"]
+    assert [j["id"] for j in cancelled] == [ids[0]]
+    assert api_only.get("/jobs?status=bogus").status_code == 422
+    assert api_only.get("/jobs?page_token=%%%").status_code == 422
+
+
+def test_delete_terminal_jobs_only(client: TestClient) -> None:
+    job = submit(client, "sleepy", params={"seconds": 30})
+    wait_status(client, job["id"], "running")
+    assert client.delete(f"/jobs/{job['id']}").status_code == 409
+    client.post(f"/jobs/{job['id']}/cancel")
+    wait_status(client, job["id"])
+    assert client.delete(f"/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/jobs/{job['id']}/result").status_code == 404
+
+
+def test_service_routes(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    pipelines = {p["name"]: p for p in client.get("/pipelines").json()}
+    assert {"sql", "billing_rollup"} <= pipelines.keys()
+    schema = pipelines["billing_rollup"]["input_schema"]
+    assert set(schema["properties"]) == {"userId", "amount"}
+    assert "query" in pipelines["sql"]["params_schema"]["properties"]
+    metrics = client.get("/metrics").text
+    assert 'framejobs_jobs{status="queued"}' in metrics
+    assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,205 @@
+"""Submitting jobs over HTTP: every bad input is a 4xx problem+json, never a 500."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.jobs import submit, wait_status
+
+BILLING = {"columns": {"userId": [1, 2, 1], "amount": [1.5, 2.0, 3.0]}}
+
+
+def problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    return body
+
+
+def test_submit_json_runs_to_completion(client: TestClient) -> None:
+    response = client.post("/jobs", json={"pipeline": "billing_rollup", "frame": BILLING})
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == f"/jobs/{body['id']}"
+    assert response.headers["retry-after"]
+    assert body["status"] == "queued" and body["input"]["rows"] == 3
+    done = wait_status(client, body["id"])
+    assert done["status"] == "completed", done
+    assert done["result"]["rows"] == 2
+    result = client.get(f"/jobs/{body['id']}/result").json()
+    assert result["rows"] == [
+        {"user_id": 1, "total": 4.5, "n": 2},
+        {"user_id": 2, "total": 2.0, "n": 1},
+    ]
+
+
+def test_rows_frame_and_field_names(client: TestClient) -> None:
+    frame = {"rows": [{"user_id": 7, "amount": 1}, {"user_id": 7, "amount": 2}]}
+    body = submit(client, "billing_rollup", frame)
+    done = wait_status(client, body["id"])
+    assert done["status"] == "completed"
+    assert client.get(f"/jobs/{body['id']}/result").json()["rows"] == [
+        {"user_id": 7, "total": 3.0, "n": 2}
+    ]
+
+
+def test_multipart_csv_and_parquet(client: TestClient) -> None:
+    csv = b"userId,amount\n1,2.5\n2,3\n1,1\n"
+    spec = json.dumps({"pipeline": "billing_rollup"})
+    r1 = client.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")})
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"userId": [1, 2, 1], "amount": [2.5, 3.0, 1.0]}), sink)
+    r2 = client.post(
+        "/jobs", data={"spec": spec}, files={"frame": ("f.parquet", sink.getvalue(), "application/octet-stream")}
+    )
+    results = []
+    for response in (r1, r2):
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert wait_status(client, job_id)["status"] == "completed"
+        results.append(client.get(f"/jobs/{job_id}/result").json()["rows"])
+    assert results[0] == results[1] == [
+        {"user_id": 1, "total": 3.5, "n": 2},
+        {"user_id": 2, "total": 3.0, "n": 1},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frame", "column", "rows"),
+    [
+        ({"columns": {"userId": [1, "x", 3], "amount": [1.0, 2.0, 3.0]}}, "userId", [1]),
+        ({"columns": {"userId": [1, 2, 3], "amount": [1.0, None, 3.0]}}, "amount", [1]),
+        ({"columns": {"userId": [1, 2.5, 3], "amount": [1.0, 2.0, 3.0]}}, "userId", [1]),
+    ],
+)
+def test_bad_values_name_column_and_rows(api_only: TestClient, frame: dict, column: str, rows: list[int]) -> None:
+    body = problem(api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame}), 422)
+    error = body["errors"][0]
+    assert error["column"] == column and error["rows"] == rows, body
+
+
+def test_strict_mode_refuses_text_numbers(api_only: TestClient) -> None:
+    frame = {"columns": {"userId": ["1"], "amount": [1.0]}}
+    strict = api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "strict"})
+    assert problem(strict, 422)["errors"][0]["column"] == "userId"
+    coerce = api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "coerce"})
+    assert coerce.status_code == 202, coerce.text
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ({"columns": {"userId": [1]}}, "missing column"),
+        ({"columns": {"userId": [1], "amount": [1.0], "extra": [1]}}, "unexpected column"),
+        ({"columns": {"userId": [1, 2], "amount": [1.0]}}, "different lengths"),
+        ({"columns": [1, 2]}, "columns"),
+        ({"rows": [1, 2]}, "not an object"),
+        ({}, "either"),
+    ],
+)
+def test_frame_shape_errors(api_only: TestClient, frame: dict, needle: str) -> None:
+    body = problem(api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame}), 422)
+    assert needle in json.dumps(body), body
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "needle"),
+    [
+        (b"", "application/json", 422, "empty"),
+        (b"{not json", "application/json", 422, "not valid JSON"),
+        (b"[1, 2]", "application/json", 422, "object"),
+        (b'{"frame": {"rows": []}}', "application/json", 422, "pipeline"),
+        (b'{"pipeline": "nope", "frame": {"rows": []}}', "application/json", 404, "nope"),
+        (b"hello", "text/plain", 415, "application/json"),
+    ],
+)
+def test_malformed_bodies(api_only: TestClient, content: bytes, content_type: str, status: int, needle: str) -> None:
+    response = api_only.post("/jobs", content=content, headers={"content-type": content_type})
+    assert needle in problem(response, status)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "ctype", "needle"),
+    [
+        ("f.csv", b"userId,amount\n1,2,3\n", "text/csv", "CSV"),
+        ("f.parquet", b"PAR1 this is not parquet", "application/vnd.apache.parquet", "Parquet"),
+        ("f.arrow", b"not arrow at all", "application/vnd.apache.arrow.stream", "Arrow"),
+        ("f.ndjson", b'{"userId": 1, "amount": 1}\n{oops\n', "application/x-ndjson", "line 2"),
+        ("f.bin", b"???", "application/octet-stream", "format"),
+    ],
+)
+def test_unreadable_files(api_only: TestClient, name: str, data: bytes, ctype: str, needle: str) -> None:
+    spec = json.dumps({"pipeline": "billing_rollup"})
+    response = api_only.post("/jobs", data={"spec": spec}, files={"frame": (name, data, ctype)})
+    assert response.status_code in (415, 422), response.text
+    assert needle in problem(response, response.status_code)["detail"]
+
+
+def test_oversize_bodies(settings, tmp_path) -> None:
+    from service.api.app import create_app
+
+    small = settings.model_copy(update={"max_json_bytes": 1000, "max_upload_bytes": 2000})
+    with TestClient(create_app(small, workers=0)) as c:
+        big = {"pipeline": "billing_rollup", "frame": {"columns": {"userId": list(range(500)), "amount": [1.0] * 500}}}
+        problem(c.post("/jobs", json=big), 413)
+        spec = json.dumps({"pipeline": "billing_rollup"})
+        csv = b"userId,amount\n" + b"1,1.0\n" * 1000
+        problem(c.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}), 413)
+
+
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [
+        ("select 1; select 2", "exactly one statement"),
+        ("select * from read_csv('/etc/passwd')", "Permission"),
+        ("copy (select 1) to '/tmp/x.csv'", "SELECT"),
+        ("attach '/tmp/x.db' as x", "SELECT"),
+        ("install httpfs", "SELECT"),
+        ("set threads = 1", "SELECT"),
+        ("select nope from input", "nope"),
+        ("selec 1", "parse"),
+    ],
+)
+def test_sql_pipeline_refuses_unsafe_queries(api_only: TestClient, query: str, needle: str) -> None:
+    body = {"pipeline": "sql", "params": {"query": query}, "frame": {"columns": {"a": [1]}}}
+    assert needle in problem(api_only.post("/jobs", json=body), 422)["detail"]
+
+
+def test_params_are_validated(api_only: TestClient) -> None:
+    body = {"pipeline": "sql", "params": {}, "frame": {"columns": {"a": [1]}}}
+    assert problem(api_only.post("/jobs", json=body), 422)["errors"][0]["field"] == "query"
+    body = {"pipeline": "billing_rollup", "params": {"x": 1}, "frame": BILLING}
+    problem(api_only.post("/jobs", json=body), 422)
+    body = {"pipeline": "billing_rollup", "frame": BILLING, "max_attempts": 0}
+    problem(api_only.post("/jobs", json=body), 422)
+
+
+def test_idempotency_key(api_only: TestClient) -> None:
+    body = {"pipeline": "billing_rollup", "frame": BILLING}
+    first = api_only.post("/jobs", json=body, headers={"Idempotency-Key": "k1"})
+    again = api_only.post("/jobs", json=body, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    other = dict(body, priority=5)
+    problem(api_only.post("/jobs", json=other, headers={"Idempotency-Key": "k1"}), 422)
+    assert len(api_only.get("/jobs").json()["items"]) == 1
+
+
+def test_multipart_idempotency_covers_the_file(api_only: TestClient) -> None:
+    spec = json.dumps({"pipeline": "billing_rollup"})
+    headers = {"Idempotency-Key": "k2"}
+
+    def post(csv: bytes):
+        return api_only.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}, headers=headers)
+
+    first = post(b"userId,amount\n1,1\n")
+    assert post(b"userId,amount\n1,1\n").json()["id"] == first.json()["id"]
+    problem(post(b"userId,amount\n1,2\n"), 422)

@@ -1,0 +1,69 @@
+"""Test databases: a SQLite file per test, or a PostgreSQL database per test cloned
+from a template migrated once per session (CREATE DATABASE ... TEMPLATE)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+PG_ADMIN = os.environ.get("FRAMEJOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEMPLATE = "framejobs_test_template"
+
+
+def pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def require_pg() -> None:
+    if pg_available():
+        return
+    message = (
+        "PostgreSQL is not reachable at FRAMEJOBS_TEST_PG "
+        f"({PG_ADMIN}); start it (see README) to run the PostgreSQL half"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def sqlalchemy_url(dbname: str) -> str:
+    url = sa.make_url(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1))
+    return url.set(database=dbname).render_as_string(hide_password=False)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(PG_ADMIN, autocommit=True)
+
+
+def create_template() -> None:
+    from service.config import Settings
+    from service.db import make_engine, upgrade
+
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    engine = make_engine(Settings(database_url=sqlalchemy_url(TEMPLATE)))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def clone_database() -> str:
+    name = f"fj_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,67 @@
+"""Pipelines used by the tests (loaded through FRAMEJOBS_PIPELINES)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from service.errors import TransientError
+from service.pipelines import Context, pipeline
+
+
+class SleepParams(BaseModel):
+    seconds: float = 30.0
+
+
+@pipeline("sleepy", params=SleepParams, description="Sleeps in Python, checking for cancel.")
+def sleepy(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    deadline = time.monotonic() + ctx.params.seconds
+    while time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        ctx.progress(ctx.params.seconds - left, ctx.params.seconds, "sleeping")
+        time.sleep(0.01)
+    return frame
+
+
+class FlakyParams(BaseModel):
+    failures: int
+    marker_dir: str
+
+
+@pipeline("flaky", params=FlakyParams, max_attempts=5)
+def flaky(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """Fails with a transient error on its first ``failures`` attempts."""
+    marker = Path(ctx.params.marker_dir) / f"{ctx.job_id}.attempts"
+    seen = int(marker.read_text()) if marker.exists() else 0
+    marker.write_text(str(seen + 1))
+    if seen < ctx.params.failures:
+        raise TransientError(f"flaky failure {seen + 1}")
+    return frame
+
+
+@pipeline("boom")
+def boom(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    raise ValueError("the pipeline broke")
+
+
+class EffectParams(BaseModel):
+    log_dir: str
+    seconds: float = 0.0
+
+
+@pipeline("side_effect", params=EffectParams)
+def side_effect(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    """Records each run as a file (one per job and attempt), so tests count runs."""
+    if ctx.params.seconds:
+        end = time.monotonic() + ctx.params.seconds
+        while time.monotonic() < end:
+            ctx.check_cancelled()
+            time.sleep(0.01)
+    path = Path(ctx.params.log_dir) / f"{ctx.job_id}.{ctx.attempt}.{os.getpid()}"
+    path.write_text("ran")
+    return pa.table({"job_id": [ctx.job_id], "rows": [frame.aggregate("count(*)").fetchone()[0]]})
