@@ -75,7 +75,8 @@ def rescue(
     if dead_workers:
         lost = sa.or_(lost, J.worker_id.in_(dead_workers))
     query = sa.select(J.id, J.attempt, J.max_attempts).where(J.status == "running", lost)
-    requeued, failed = [], []
+    requeued: list[str] = []
+    failed: list[str] = []
     for job_id, attempt, max_attempts in conn.execute(query).all():
         retry = attempt < max_attempts
         if _rescue_one(conn, job_id, attempt, retry, now):

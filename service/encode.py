@@ -107,7 +107,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _plain(arrow_type: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_integer(arrow_type)
         or pa.types.is_boolean(arrow_type)
         or pa.types.is_string(arrow_type)

@@ -49,7 +49,9 @@ class FrameSchema:
 
 def schema_of(model: type[BaseModel]) -> FrameSchema:
     columns = tuple(_column(name, field) for name, field in model.model_fields.items())
-    extra = "ignore" if model.model_config.get("extra") in ("ignore", "allow") else "forbid"
+    extra: Literal["forbid", "ignore"] = (
+        "ignore" if model.model_config.get("extra") in ("ignore", "allow") else "forbid"
+    )
     return FrameSchema(columns=columns, extra=extra)
 
 
@@ -211,13 +213,13 @@ def _allowed(source: pa.DataType, target: pa.DataType, mode: Mode, text_source: 
     if pa.types.is_string(source) or pa.types.is_large_string(source):
         return text_source or _parsed_from_text(target)
     if pa.types.is_integer(source):
-        return pa.types.is_integer(target) or pa.types.is_floating(target)
+        return bool(pa.types.is_integer(target) or pa.types.is_floating(target))
     return _same_kind(source, target)
 
 
 def _parsed_from_text(target: pa.DataType) -> bool:
     # JSON has no date, timestamp or decimal type: strings are their strict spelling.
-    return (
+    return bool(
         pa.types.is_temporal(target)
         or pa.types.is_decimal(target)
         or pa.types.is_string(target)

@@ -55,7 +55,7 @@ class _QueueCollector(Collector):
         counts = {"queued": 0, "running": 0}
         try:
             with reading(self.engine) as conn:
-                counts.update({status: n for status, n in conn.execute(query).all()})
+                counts.update({str(status): int(n) for status, n in conn.execute(query).all()})
         except Exception:  # a scrape must not fail because the database is away
             return
         for status, n in counts.items():

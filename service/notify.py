@@ -23,9 +23,11 @@ class AsyncWaiter:
     def set(self) -> None:
         self._loop.call_soon_threadsafe(self._event.set)
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, seconds: float) -> bool:
+        """True when set within ``seconds``."""
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
         except TimeoutError:
             return False
         self._event.clear()

@@ -20,7 +20,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import duckdb
 import pyarrow as pa
@@ -37,7 +37,10 @@ class Context(Protocol):
     job_id: str
     attempt: int
     params: Any
-    connection: duckdb.DuckDBPyConnection
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The job's own DuckDB cursor (the input is the view ``input``)."""
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress: ``done`` of ``total`` (percent when ``total`` is None)."""
@@ -46,7 +49,7 @@ class Context(Protocol):
         """Raise if the job was cancelled or timed out; call it between long steps."""
 
 
-Result = duckdb.DuckDBPyRelation | pa.Table | pa.RecordBatchReader
+Result: TypeAlias = duckdb.DuckDBPyRelation | pa.Table | pa.RecordBatchReader
 PipelineFunc = Callable[[Context, duckdb.DuckDBPyRelation], Result]
 ParamsCheck = Callable[[Any, duckdb.DuckDBPyConnection], None]
 

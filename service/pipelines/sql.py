@@ -51,7 +51,7 @@ def _first_line(exc: Exception) -> str:
     params=SqlParams,
     description="Run one SELECT over the table `input` (sandboxed DuckDB).",
     sandboxed=True,
-    check_params=check_query,  # type: ignore[arg-type]
+    check_params=check_query,
 )
 def sql(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     del frame  # the query names it as `input`

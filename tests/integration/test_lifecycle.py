@@ -17,7 +17,9 @@ from service.store import get_job, utcnow
 from tests.support.jobs import submit, wait_status
 from tests.support.waiting import wait_for
 
-LONG_QUERY = "select count(*) from range(2000000000) a, range(100) b, input where a.range % 7 = b.range"
+LONG_QUERY = (
+    "select count(*) from range(2000000000) a, range(100) b, input where a.range % 7 = b.range"
+)
 
 
 def test_cancel_running_query_within_a_second_and_slot_is_free(client: TestClient) -> None:
@@ -30,7 +32,9 @@ def test_cancel_running_query_within_a_second_and_slot_is_free(client: TestClien
     assert time.monotonic() - started < 1.0
     assert done["status"] == "cancelled" and done["error"]["type"] == "JobCancelled"
     # both slots are free again: two quick jobs run at once
-    quick = [submit(client, "sql", params={"query": "select sum(a) as s from input"}) for _ in range(2)]
+    quick = [
+        submit(client, "sql", params={"query": "select sum(a) as s from input"}) for _ in range(2)
+    ]
     for q in quick:
         assert wait_status(client, q["id"], timeout=10)["status"] == "completed"
     assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409
@@ -73,7 +77,9 @@ def test_transient_errors_are_retried_with_backoff(client: TestClient, tmp_path:
 
 
 def test_retries_stop_at_max_attempts(client: TestClient, tmp_path: Path) -> None:
-    job = submit(client, "flaky", params={"failures": 9, "marker_dir": str(tmp_path)}, max_attempts=2)
+    job = submit(
+        client, "flaky", params={"failures": 9, "marker_dir": str(tmp_path)}, max_attempts=2
+    )
     done = wait_status(client, job["id"], timeout=20)
     assert done["status"] == "failed" and done["attempt"] == 2
     assert done["error"] == {"type": "TransientError", "message": "flaky failure 2"}
@@ -88,9 +94,16 @@ def test_pipeline_and_sql_errors_are_not_retried(client: TestClient) -> None:
         assert done["error"]["type"] == kind and done["error"]["message"]
 
 
-def _insert_running(settings: Settings, client: TestClient, *, worker: str, lease_s: float, max_attempts: int = 3) -> str:
+def _insert_running(
+    settings: Settings, client: TestClient, *, worker: str, lease_s: float, max_attempts: int = 3
+) -> str:
     """A job that a (fictional) worker claimed, as if that worker then died."""
-    job = submit(client, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}}, max_attempts=max_attempts)
+    job = submit(
+        client,
+        "billing_rollup",
+        {"columns": {"userId": [1], "amount": [1.0]}},
+        max_attempts=max_attempts,
+    )
     engine = make_engine(settings)
     try:
         with writing(engine) as conn:
@@ -139,7 +152,9 @@ def test_finish_is_fenced_by_attempt(settings: Settings, tmp_path: Path) -> None
         try:
             with writing(engine) as conn:
                 claim.rescue(conn, now=utcnow() + timedelta(seconds=1))
-                retaken = claim.claim(conn, worker="w2", now=utcnow() + timedelta(seconds=1), lease_s=30)
+                retaken = claim.claim(
+                    conn, worker="w2", now=utcnow() + timedelta(seconds=1), lease_s=30
+                )
             assert retaken[0]["attempt"] == 2
             result = tmp_path / "r.parquet"
             import pyarrow as pa
@@ -148,7 +163,9 @@ def test_finish_is_fenced_by_attempt(settings: Settings, tmp_path: Path) -> None
             pq.write_table(pa.table({"x": [1]}), result)
             frame = StoredFrame(result, 1, result.stat().st_size, [])
             with writing(engine) as conn:
-                stale = finish.complete(conn, finish.Attempt(job_id, "w1", 1), frame, now=utcnow(), chunk_bytes=1024)
+                stale = finish.complete(
+                    conn, finish.Attempt(job_id, "w1", 1), frame, now=utcnow(), chunk_bytes=1024
+                )
                 assert stale is None  # the old owner changes nothing
                 fresh = finish.fail(conn, finish.Attempt(job_id, "w2", 2), "X", "y", now=utcnow())
                 assert fresh is not None
@@ -164,7 +181,10 @@ def test_claims_never_overlap(settings: Settings) -> None:
     import threading
 
     with TestClient(create_app(settings, workers=0)) as api:
-        ids = {submit(api, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})["id"] for _ in range(200)}
+        ids = {
+            submit(api, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})["id"]
+            for _ in range(200)
+        }
     engine = make_engine(settings)
     claimed: list[str] = []
     lock = threading.Lock()

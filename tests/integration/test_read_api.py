@@ -81,7 +81,10 @@ def test_event_stream_and_resume(client: TestClient) -> None:
     assert ids == sorted(ids)
     # resume after the first event: nothing before it again, nothing lost after it
     resumed = _events(client, job["id"], last=events[0]["id"])
-    assert [e["data"]["status"] for e in resumed if e["event"] == "status"] == ["running", "completed"]
+    assert [e["data"]["status"] for e in resumed if e["event"] == "status"] == [
+        "running",
+        "completed",
+    ]
     assert _events(client, job["id"], last=events[-1]["id"]) == []
 
 
@@ -115,7 +118,12 @@ def test_result_formats(client: TestClient) -> None:
 
 
 def test_result_paging(client: TestClient) -> None:
-    job = submit(client, "sql", {"columns": {"a": list(range(25))}}, params={"query": "select a from input order by a"})
+    job = submit(
+        client,
+        "sql",
+        {"columns": {"a": list(range(25))}},
+        params={"query": "select a from input order by a"},
+    )
     assert wait_status(client, job["id"])["status"] == "completed"
     url = f"/jobs/{job['id']}/result"
     page = client.get(url + "?offset=10&limit=10").json()
@@ -175,4 +183,6 @@ def test_service_routes(client: TestClient) -> None:
     assert 'framejobs_jobs{status="queued"}' in metrics
     assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
     missing = client.get("/nowhere")
-    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    assert (
+        missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    )

@@ -57,7 +57,9 @@ def test_multipart_csv_and_parquet(client: TestClient) -> None:
     sink = io.BytesIO()
     pq.write_table(pa.table({"userId": [1, 2, 1], "amount": [2.5, 3.0, 1.0]}), sink)
     r2 = client.post(
-        "/jobs", data={"spec": spec}, files={"frame": ("f.parquet", sink.getvalue(), "application/octet-stream")}
+        "/jobs",
+        data={"spec": spec},
+        files={"frame": ("f.parquet", sink.getvalue(), "application/octet-stream")},
     )
     results = []
     for response in (r1, r2):
@@ -65,10 +67,14 @@ def test_multipart_csv_and_parquet(client: TestClient) -> None:
         job_id = response.json()["id"]
         assert wait_status(client, job_id)["status"] == "completed"
         results.append(client.get(f"/jobs/{job_id}/result").json()["rows"])
-    assert results[0] == results[1] == [
-        {"user_id": 1, "total": 3.5, "n": 2},
-        {"user_id": 2, "total": 3.0, "n": 1},
-    ]
+    assert (
+        results[0]
+        == results[1]
+        == [
+            {"user_id": 1, "total": 3.5, "n": 2},
+            {"user_id": 2, "total": 3.0, "n": 1},
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,7 +85,9 @@ def test_multipart_csv_and_parquet(client: TestClient) -> None:
         ({"columns": {"userId": [1, 2.5, 3], "amount": [1.0, 2.0, 3.0]}}, "userId", [1]),
     ],
 )
-def test_bad_values_name_column_and_rows(api_only: TestClient, frame: dict, column: str, rows: list[int]) -> None:
+def test_bad_values_name_column_and_rows(
+    api_only: TestClient, frame: dict, column: str, rows: list[int]
+) -> None:
     body = problem(api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame}), 422)
     error = body["errors"][0]
     assert error["column"] == column and error["rows"] == rows, body
@@ -87,9 +95,13 @@ def test_bad_values_name_column_and_rows(api_only: TestClient, frame: dict, colu
 
 def test_strict_mode_refuses_text_numbers(api_only: TestClient) -> None:
     frame = {"columns": {"userId": ["1"], "amount": [1.0]}}
-    strict = api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "strict"})
+    strict = api_only.post(
+        "/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "strict"}
+    )
     assert problem(strict, 422)["errors"][0]["column"] == "userId"
-    coerce = api_only.post("/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "coerce"})
+    coerce = api_only.post(
+        "/jobs", json={"pipeline": "billing_rollup", "frame": frame, "validation": "coerce"}
+    )
     assert coerce.status_code == 202, coerce.text
 
 
@@ -120,7 +132,9 @@ def test_frame_shape_errors(api_only: TestClient, frame: dict, needle: str) -> N
         (b"hello", "text/plain", 415, "application/json"),
     ],
 )
-def test_malformed_bodies(api_only: TestClient, content: bytes, content_type: str, status: int, needle: str) -> None:
+def test_malformed_bodies(
+    api_only: TestClient, content: bytes, content_type: str, status: int, needle: str
+) -> None:
     response = api_only.post("/jobs", content=content, headers={"content-type": content_type})
     assert needle in problem(response, status)["detail"]
 
@@ -135,7 +149,9 @@ def test_malformed_bodies(api_only: TestClient, content: bytes, content_type: st
         ("f.bin", b"???", "application/octet-stream", "format"),
     ],
 )
-def test_unreadable_files(api_only: TestClient, name: str, data: bytes, ctype: str, needle: str) -> None:
+def test_unreadable_files(
+    api_only: TestClient, name: str, data: bytes, ctype: str, needle: str
+) -> None:
     spec = json.dumps({"pipeline": "billing_rollup"})
     response = api_only.post("/jobs", data={"spec": spec}, files={"frame": (name, data, ctype)})
     assert response.status_code in (415, 422), response.text
@@ -147,11 +163,16 @@ def test_oversize_bodies(settings, tmp_path) -> None:
 
     small = settings.model_copy(update={"max_json_bytes": 1000, "max_upload_bytes": 2000})
     with TestClient(create_app(small, workers=0)) as c:
-        big = {"pipeline": "billing_rollup", "frame": {"columns": {"userId": list(range(500)), "amount": [1.0] * 500}}}
+        big = {
+            "pipeline": "billing_rollup",
+            "frame": {"columns": {"userId": list(range(500)), "amount": [1.0] * 500}},
+        }
         problem(c.post("/jobs", json=big), 413)
         spec = json.dumps({"pipeline": "billing_rollup"})
         csv = b"userId,amount\n" + b"1,1.0\n" * 1000
-        problem(c.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}), 413)
+        problem(
+            c.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}), 413
+        )
 
 
 @pytest.mark.parametrize(
@@ -198,7 +219,12 @@ def test_multipart_idempotency_covers_the_file(api_only: TestClient) -> None:
     headers = {"Idempotency-Key": "k2"}
 
     def post(csv: bytes):
-        return api_only.post("/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}, headers=headers)
+        return api_only.post(
+            "/jobs",
+            data={"spec": spec},
+            files={"frame": ("f.csv", csv, "text/csv")},
+            headers=headers,
+        )
 
     first = post(b"userId,amount\n1,1\n")
     assert post(b"userId,amount\n1,1\n").json()["id"] == first.json()["id"]

@@ -14,7 +14,9 @@ class Client(Protocol):
     def post(self, url: str, **kw: Any) -> Any: ...
 
 
-def submit(client: Client, pipeline: str, frame: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def submit(
+    client: Client, pipeline: str, frame: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
     body = {"pipeline": pipeline, "frame": frame or {"columns": {"a": [1, 2, 3]}}, **spec}
     response = client.post("/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -27,7 +29,9 @@ def job(client: Client, job_id: str) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def wait_status(client: Client, job_id: str, statuses: set[str] | str = TERMINAL, timeout: float = 30.0) -> dict[str, Any]:
+def wait_status(
+    client: Client, job_id: str, statuses: set[str] | str = TERMINAL, timeout: float = 30.0
+) -> dict[str, Any]:
     wanted = {statuses} if isinstance(statuses, str) else statuses
 
     def check() -> dict[str, Any] | None:
