@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -17,6 +19,7 @@ from service.runtime import Runtime
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 log = logging.getLogger("framejobs")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @app.command()
@@ -44,7 +47,7 @@ def serve(
         workers=workers,
         migrate=settings.is_sqlite if migrate is None else migrate,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -52,6 +55,24 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    _CleanExitServer(config).run()
+
+
+class _CleanExitServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, so the process
+    ends "killed by signal". A drained, orderly stop is a success: exit 0."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @app.command()
@@ -66,7 +87,7 @@ def worker(
     configure_logging(settings.log_level)
     runtime = Runtime.start(settings, workers=concurrency or settings.workers or 1, migrate=False)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
     log.info("worker running; send SIGTERM to stop")
     stop.wait()

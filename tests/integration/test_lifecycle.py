@@ -207,3 +207,18 @@ def test_claims_never_overlap(settings: Settings) -> None:
         t.join(60)
     engine.dispose()
     assert sorted(claimed) == sorted(ids)
+
+
+def test_concurrent_jobs_each_see_their_own_input(client: TestClient) -> None:
+    jobs = {
+        n: submit(
+            client,
+            "billing_rollup",
+            {"columns": {"userId": [n] * 50_000, "amount": [1.0] * 50_000}},
+        )
+        for n in range(8)
+    }
+    for n, job in jobs.items():
+        assert wait_status(client, job["id"])["status"] == "completed"
+        rows = client.get(f"/jobs/{job['id']}/result").json()["rows"]
+        assert rows == [{"user_id": n, "total": 50_000.0, "n": 50_000}]

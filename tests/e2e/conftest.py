@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import Server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Servers on one SQLite file under tmp_path (several may share it, in turn)."""
+    started: list[Server] = []
+    url = f"sqlite:///{tmp_path / 'data' / 'framejobs.db'}"
+
+    def make(**env: str) -> Server:
+        server = Server(tmp_path / "data", url, **env)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
