@@ -23,6 +23,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-sqlite: $(STAMP)
+	$(BIN)/python -m pytest -m "not postgres" $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench migrations
 	$(BIN)/ruff format --check service tests bench migrations

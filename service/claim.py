@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +20,19 @@ from service.models import job_table
 from service.store import add_event
 
 J = job_table.c
-HOST = socket.gethostname()
+
+
+def _host_identity() -> str:
+    """Host name plus pid namespace: two containers may share a host name, but a pid
+    is only meaningful inside its own namespace."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace}"
+
+
+HOST = _host_identity()
 
 
 def worker_id(suffix: str) -> str:
@@ -28,8 +41,16 @@ def worker_id(suffix: str) -> str:
 
 
 def claim(
-    conn: Connection, *, worker: str, now: datetime, lease_s: float, limit: int = 1
+    conn: Connection,
+    *,
+    worker: str,
+    now: datetime,
+    lease_s: float,
+    limit: int = 1,
+    pipelines: Collection[str] | None = None,
 ) -> list[RowMapping]:
+    """Claim up to ``limit`` due jobs; only of ``pipelines`` when given, so a worker
+    never takes a job whose pipeline module it has not loaded."""
     due = (
         sa.select(J.id)
         .where(J.status == "queued", J.run_after <= now)
@@ -37,6 +58,8 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if pipelines is not None:
+        due = due.where(J.pipeline.in_(sorted(pipelines)))
     stmt = (
         job_table.update()
         .where(J.id.in_(due.scalar_subquery()), J.status == "queued")

@@ -14,6 +14,7 @@ import uvicorn
 
 from service.config import Settings
 from service.db import make_engine, upgrade
+from service.errors import ServiceUnavailable
 from service.logs import configure_logging
 from service.runtime import Runtime
 
@@ -85,7 +86,14 @@ def worker(
     """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully."""
     settings = _settings(grace)
     configure_logging(settings.log_level)
-    runtime = Runtime.start(settings, workers=concurrency or settings.workers or 1, migrate=False)
+    slots = concurrency if concurrency is not None else max(settings.workers, 1)
+    if slots < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--concurrency")
+    try:
+        runtime = Runtime.start(settings, workers=slots, migrate=False)
+    except ServiceUnavailable as exc:
+        log.error("cannot start: %s", exc.detail)
+        raise typer.Exit(1) from exc
     stop = threading.Event()
     for sig in _STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     long_poll_max_s: float = Field(default=60.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("pipelines", mode="before")
     @classmethod
     def _split_pipelines(cls, value: object) -> object:

@@ -88,6 +88,10 @@ class PipelineOut(BaseModel):
     validation: str
 
 
+def _float(value: float | None) -> float | None:
+    return float(value) if value is not None else None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -102,7 +106,7 @@ def job_body(row: RowMapping) -> dict[str, Any]:
         "pipeline": row["pipeline"],
         "status": row["status"],
         "progress": {
-            "percent": row["progress_percent"],
+            "percent": _float(row["progress_percent"]),
             "message": row["progress_message"],
             "updated_at": _iso(row["progress_updated_at"]),
         },
@@ -115,7 +119,7 @@ def job_body(row: RowMapping) -> dict[str, Any]:
         "run_after": _iso(row["run_after"]),
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
-        "timeout_s": row["timeout_s"],
+        "timeout_s": _float(row["timeout_s"]),
         "input": {
             "rows": row["input_rows"],
             "columns": row["input_columns"] or [],

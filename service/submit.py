@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
-from service.errors import IdempotencyMismatch, InvalidFrame
+from service.errors import FramejobsError, IdempotencyMismatch, InvalidFrame, InvalidInput
 from service.execute import Engines
 from service.ids import new_id
 from service.metrics import Metrics
@@ -117,7 +117,14 @@ def _check_params(
     empty = pq.read_schema(stored.path).empty_table()
     with engines.check_cursor() as cursor:
         cursor.register("input", empty)
-        pipeline.check_params(params, cursor)
+        try:
+            pipeline.check_params(params, cursor)
+        except FramejobsError:
+            raise
+        except Exception as exc:
+            raise InvalidInput(
+                f"pipeline {pipeline.name!r} refused the params: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def _job_values(

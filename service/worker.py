@@ -144,7 +144,12 @@ class Worker:
     def _claim(self) -> list[RowMapping]:
         with writing(self.engine) as conn:
             jobs = claiming.claim(
-                conn, worker=self.id, now=utcnow(), lease_s=self.settings.lease_s, limit=1
+                conn,
+                worker=self.id,
+                now=utcnow(),
+                lease_s=self.settings.lease_s,
+                limit=1,
+                pipelines=self.registry.names,
             )
         for job in jobs:
             self.hub.job_changed(job["id"])

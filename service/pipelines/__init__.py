@@ -136,6 +136,10 @@ class Registry:
     def __iter__(self) -> Any:
         return iter(sorted(self._by_name.values(), key=lambda p: p.name))
 
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 

@@ -222,3 +222,15 @@ def test_concurrent_jobs_each_see_their_own_input(client: TestClient) -> None:
         assert wait_status(client, job["id"])["status"] == "completed"
         rows = client.get(f"/jobs/{job['id']}/result").json()["rows"]
         assert rows == [{"user_id": n, "total": 50_000.0, "n": 50_000}]
+
+
+def test_worker_leaves_jobs_of_pipelines_it_lacks(settings: Settings) -> None:
+    without_tests = settings.model_copy(update={"pipelines": []})
+    with (
+        TestClient(create_app(settings, workers=0)) as api,
+        TestClient(create_app(without_tests)) as other,
+    ):
+        job = submit(api, "sleepy", params={"seconds": 0.01})
+        known = submit(api, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})
+        assert wait_status(other, known["id"])["status"] == "completed"
+        assert api.get(f"/jobs/{job['id']}").json()["status"] == "queued"
