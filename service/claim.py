@@ -77,9 +77,7 @@ def claim(
         )
         .returning(job_table)
     )
-    rows = list(conn.execute(stmt).mappings())
-    for row in rows:
-        add_event(conn, row)
+    rows = [add_event(conn, row) for row in conn.execute(stmt).mappings().all()]
     return sorted(rows, key=lambda r: (-r["priority"], r["run_after"], r["id"]))
 
 

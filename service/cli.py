@@ -17,6 +17,7 @@ from service.db import make_engine, upgrade
 from service.errors import ServiceUnavailable
 from service.logs import configure_logging
 from service.runtime import Runtime
+from service.secrets import stored_secret
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 log = logging.getLogger("framejobs")
@@ -114,6 +115,24 @@ def migrate() -> None:
     finally:
         engine.dispose()
     typer.echo("schema at head")
+
+
+@app.command("webhook-secret")
+def webhook_secret() -> None:
+    """Print the webhook signing secret(s) receivers verify signatures with."""
+    settings = Settings()
+    if settings.webhook_secrets:
+        typer.echo("\n".join(settings.webhook_secrets))
+        return
+    engine = make_engine(settings)
+    try:
+        stored = stored_secret(engine)
+    finally:
+        engine.dispose()
+    if stored is None:
+        typer.echo("no secret yet: `framejobs serve` generates one on first start", err=True)
+        raise typer.Exit(1)
+    typer.echo(stored)
 
 
 def _settings(grace: float | None) -> Settings:

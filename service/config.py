@@ -6,12 +6,18 @@ down; nothing in the package reads the environment at import time.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Standard Webhooks' suggested schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
 def _default_workers() -> int:
@@ -54,6 +60,18 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = "1GB"
     duckdb_temp_directory: Path | None = None
 
+    webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    webhook_max_retry_after_s: float = Field(default=86400.0, gt=0)
+    webhook_allow_networks: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
+    webhook_dispatch: bool = True
+
     long_poll_max_s: float = Field(default=60.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -62,10 +80,29 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("pipelines", mode="before")
+    @field_validator(
+        "pipelines",
+        "webhook_secrets",
+        "webhook_retry_schedule",
+        "webhook_allow_networks",
+        mode="before",
+    )
     @classmethod
-    def _split_pipelines(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_look_right(cls, value: list[str]) -> list[str]:
+        for secret in value:
+            body = secret.removeprefix("whsec_")
+            if not secret.startswith("whsec_") or len(body) < 24:
+                raise ValueError("each webhook secret must be whsec_ followed by base64")
+            try:
+                base64.b64decode(body + "==", validate=False)
+            except ValueError as exc:
+                raise ValueError("a webhook secret is not valid base64") from exc
+        return value
 
     @field_validator("heartbeat_s")
     @classmethod

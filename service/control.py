@@ -45,7 +45,7 @@ def cancel(conn: Connection, job_id: str) -> RowMapping:
     if updated is None:  # it moved on under us (claimed or finished): judge it again
         return cancel(conn, job_id)
     if updated["status"] != row["status"]:
-        add_event(conn, updated)
+        updated = add_event(conn, updated)
     return updated
 
 

@@ -40,9 +40,7 @@ def _transition(conn: Connection, attempt: Attempt, values: dict[str, Any]) -> R
         .returning(job_table)
     )
     row = conn.execute(stmt).mappings().first()
-    if row is not None:
-        add_event(conn, row)
-    return row
+    return add_event(conn, row) if row is not None else None
 
 
 def _ended(now: datetime, status: str) -> dict[str, Any]:

@@ -33,6 +33,18 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.02, 0.1, 0.5, 1, 5, 30, 120, 600, 3600),
         )
+        self.webhook_attempts = Counter(
+            "framejobs_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "framejobs_webhook_attempt_seconds",
+            "Duration of one webhook POST",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
+        )
         self.registry.register(_QueueCollector(engine))
 
 

@@ -89,6 +89,10 @@ class Job(SQLModel, table=True):
     error_message: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
     request_hash: str | None = Field(default=None, max_length=64)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_events: list[str] | None = _json()
+    webhook_state: str | None = Field(default=None, max_length=16)
+    webhook_attempts: int = 0
 
 
 class JobEvent(SQLModel, table=True):
@@ -113,6 +117,63 @@ class Payload(SQLModel, table=True):
     data: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
 
 
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one row per event to deliver, written with the job's final state."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.Index(
+            "ix_delivery_due",
+            "next_attempt_at",
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index("ix_delivery_job", "job_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    job_id: str = Field(max_length=26)
+    event_type: str = Field(max_length=40)
+    url: str = Field(max_length=2000)
+    payload: str = Field(sa_type=sa.Text, nullable=False)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    cycle_attempts: int = 0
+    next_attempt_at: datetime = _ts(nullable=False)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    last_attempt_at: datetime | None = _ts()
+    delivered_at: datetime | None = _ts()
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """The attempt log: every POST made for a delivery."""
+
+    __tablename__ = "webhook_attempt"
+
+    delivery_id: str = Field(primary_key=True, max_length=40)
+    n: int = Field(primary_key=True)
+    at: datetime = _ts(nullable=False)
+    duration_ms: float = 0.0
+    status_code: int | None = None
+    response: str | None = None
+    error: str | None = None
+
+
+class ServiceSecret(SQLModel, table=True):
+    """Secrets the service generated itself (the webhook signing secret)."""
+
+    __tablename__ = "service_secret"
+
+    name: str = Field(primary_key=True, max_length=100)
+    value: str = Field(max_length=500)
+    created_at: datetime = _ts(nullable=False)
+
+
 job_table: sa.Table = Job.__table__  # type: ignore[attr-defined]
 event_table: sa.Table = JobEvent.__table__  # type: ignore[attr-defined]
 payload_table: sa.Table = Payload.__table__  # type: ignore[attr-defined]
+delivery_table: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+attempt_table: sa.Table = WebhookAttempt.__table__  # type: ignore[attr-defined]
+secret_table: sa.Table = ServiceSecret.__table__  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ class Hub:
         self._work_pending = 0
         self._waiters: defaultdict[str, set[AsyncWaiter]] = defaultdict(set)
         self._cancel_listeners: list[Callable[[str], None]] = []
+        self._deliveries = threading.Event()
 
     # -- work --------------------------------------------------------------------------
     def work_available(self, count: int = 1) -> None:
@@ -57,6 +58,14 @@ class Hub:
     def wake_all(self) -> None:
         with self._work:
             self._work.notify_all()
+
+    # -- webhook deliveries --------------------------------------------------------------
+    def deliveries_due(self) -> None:
+        self._deliveries.set()
+
+    def wait_for_deliveries(self, timeout: float) -> None:
+        self._deliveries.wait(timeout)
+        self._deliveries.clear()
 
     # -- job changes -------------------------------------------------------------------
     def subscribe(self, job_id: str) -> AsyncWaiter:

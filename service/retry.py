@@ -33,3 +33,30 @@ class RetryStrategy:
         raw = min(self.max_s, self.base_s * self.factor ** max(attempt - 1, 0))
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw * (1.0 + spread))
+
+
+@dataclass(frozen=True)
+class WebhookRetry:
+    """When to try a webhook delivery again: the schedule's n-th delay (+-jitter), or the
+    receiver's ``Retry-After`` when it gives one (kept within 1 s and ``max_retry_after_s``).
+    ``410 Gone`` and a spent schedule mean: stop."""
+
+    schedule: tuple[float, ...]
+    jitter: float = 0.2
+    max_retry_after_s: float = 86400.0
+
+    def delay(
+        self,
+        *,
+        failures: int,
+        status_code: int | None,
+        retry_after: float | None,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds until the next attempt after ``failures`` failed ones, or None."""
+        if status_code == 410 or failures > len(self.schedule):
+            return None
+        if retry_after is not None:
+            return min(max(retry_after, 1.0), self.max_retry_after_s)
+        base = self.schedule[failures - 1]
+        return max(0.0, base * (1.0 + (rng or random).uniform(-self.jitter, self.jitter)))

@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx
+
 from service.config import Settings
 from service.db import make_engine, schema_at_head, upgrade
+from service.dispatch import Dispatcher
 from service.errors import ServiceUnavailable
 from service.execute import Engines
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import load_registry
+from service.secrets import signing_secrets
+from service.ssrf import Resolver, system_resolver
 from service.submit import Services
+from service.webhooks import Sender, Signer
 from service.worker import Worker
 
 log = logging.getLogger("framejobs")
@@ -23,9 +29,19 @@ class Runtime:
     services: Services
     metrics: Metrics
     worker: Worker | None
+    dispatcher: Dispatcher | None
 
     @classmethod
-    def start(cls, settings: Settings, *, workers: int, migrate: bool) -> Runtime:
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        workers: int,
+        migrate: bool,
+        resolver: Resolver = system_resolver,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Runtime:
+        """``resolver`` and ``transport`` replace DNS and the network in tests."""
         engine = make_engine(settings)
         if migrate:
             upgrade(engine)
@@ -37,7 +53,7 @@ class Runtime:
         engines = Engines(settings, job_slots=workers)
         hub = Hub()
         metrics = Metrics(engine)
-        services = Services(engine, settings, registry, engines, hub, metrics)
+        services = Services(engine, settings, registry, engines, hub, metrics, resolver)
         worker = None
         if workers > 0:
             worker = Worker(
@@ -50,12 +66,37 @@ class Runtime:
                 metrics=metrics,
             )
             worker.start()
+        dispatcher = None
+        if settings.webhook_dispatch:
+            dispatcher = _dispatcher(services, transport)
+            dispatcher.start()
         log.info("started: %d worker slot(s), database %s", workers, engine.url.render_as_string())
-        return cls(services, metrics, worker)
+        return cls(services, metrics, worker, dispatcher)
 
     def stop(self, grace_s: float | None = None) -> None:
         grace = self.services.settings.shutdown_grace_s if grace_s is None else grace_s
         if self.worker is not None:
             self.worker.stop(grace)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
         self.services.engines.close()
         self.services.engine.dispose()
+
+
+def _dispatcher(services: Services, transport: httpx.BaseTransport | None) -> Dispatcher:
+    settings = services.settings
+    sender = Sender(
+        timeout_s=settings.webhook_timeout_s,
+        allow=settings.webhook_allow_networks,
+        resolver=services.resolver,
+        transport=transport,
+        max_connections=settings.webhook_concurrency,
+    )
+    return Dispatcher(
+        engine=services.engine,
+        settings=settings,
+        hub=services.hub,
+        signer=Signer(signing_secrets(services.engine, settings)),
+        sender=sender,
+        metrics=services.metrics,
+    )

@@ -12,6 +12,20 @@ Status = Literal["queued", "running", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
+EventType = Literal["job.completed", "job.failed", "job.cancelled"]
+
+
+def _all_events() -> list[EventType]:
+    return ["job.completed", "job.failed", "job.cancelled"]
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[EventType] = Field(default_factory=lambda: _all_events(), min_length=1)
+
+
 class JobSpec(BaseModel):
     """The JSON submit body (or the ``spec`` part of a multipart submit)."""
 
@@ -25,6 +39,7 @@ class JobSpec(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     validation: Literal["strict", "coerce"] | None = None
+    webhook: WebhookSpec | None = None
 
 
 class ColumnOut(BaseModel):
@@ -88,6 +103,17 @@ class PipelineOut(BaseModel):
     validation: str
 
 
+def _webhook(row: RowMapping) -> dict[str, Any] | None:
+    if not row["webhook_url"]:
+        return None
+    return {
+        "url": row["webhook_url"],
+        "events": row["webhook_events"],
+        "state": row["webhook_state"] or "pending",
+        "attempts": row["webhook_attempts"],
+    }
+
+
 def _float(value: float | None) -> float | None:
     return float(value) if value is not None else None
 
@@ -137,7 +163,7 @@ def job_body(row: RowMapping) -> dict[str, Any]:
         "error": {"type": row["error_type"], "message": row["error_message"] or ""}
         if row["error_type"]
         else None,
-        "webhook": None,
+        "webhook": _webhook(row),
         "links": {
             "self": base,
             "events": f"{base}/events",

@@ -11,10 +11,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from service import outbox
 from service.db import reading
 from service.errors import InvalidInput
 from service.ids import looks_like_id
-from service.models import event_table, job_table, payload_table
+from service.models import (
+    attempt_table,
+    delivery_table,
+    event_table,
+    job_table,
+    payload_table,
+)
 from service.schemas import job_body
 
 J = job_table.c
@@ -26,8 +33,7 @@ def utcnow() -> datetime:
 
 def insert_job(conn: Connection, values: dict[str, Any]) -> RowMapping:
     row = conn.execute(job_table.insert().values(**values).returning(job_table)).mappings().one()
-    add_event(conn, row)
-    return row
+    return add_event(conn, row)
 
 
 def get_job(conn: Connection, job_id: str) -> RowMapping | None:
@@ -43,13 +49,16 @@ def job_version(conn: Connection, job_id: str) -> int | None:
     return conn.execute(sa.select(J.version).where(J.id == job_id)).scalar_one_or_none()
 
 
-def add_event(conn: Connection, row: RowMapping) -> None:
-    """Record a status change with the job as it now is (for resumable event streams)."""
+def add_event(conn: Connection, row: RowMapping) -> RowMapping:
+    """Record a status change with the job as it now is (for resumable event streams),
+    and queue its webhook when it just ended. Returns the row as it now is."""
+    row = outbox.on_status(conn, row)
     conn.execute(
         event_table.insert().values(
             job_id=row["id"], version=row["version"], status=row["status"], data=job_body(row)
         )
     )
+    return row
 
 
 def events_after(conn: Connection, job_id: str, version: int) -> list[RowMapping]:
@@ -101,6 +110,9 @@ def list_jobs(
 
 
 def delete_job(conn: Connection, job_id: str) -> None:
+    deliveries = sa.select(delivery_table.c.id).where(delivery_table.c.job_id == job_id)
+    conn.execute(attempt_table.delete().where(attempt_table.c.delivery_id.in_(deliveries)))
+    conn.execute(delivery_table.delete().where(delivery_table.c.job_id == job_id))
     conn.execute(payload_table.delete().where(payload_table.c.job_id == job_id))
     conn.execute(event_table.delete().where(event_table.c.job_id == job_id))
     conn.execute(job_table.delete().where(J.id == job_id))

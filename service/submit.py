@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from service import ssrf
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
@@ -21,6 +22,7 @@ from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import Pipeline, Registry
 from service.schemas import JobSpec
+from service.ssrf import Resolver, system_resolver
 from service.store import insert_job, job_by_idempotency_key, utcnow, write_payload
 
 
@@ -40,6 +42,7 @@ class Services:
     engines: Engines
     hub: Hub
     metrics: Metrics | None = None
+    resolver: Resolver = system_resolver
 
 
 def submit(
@@ -53,6 +56,12 @@ def submit(
     """Store a new job; returns it and whether it was created (False: idempotent replay)."""
     pipeline = services.registry.get(spec.pipeline)
     params = pipeline.parse_params(spec.params)
+    if spec.webhook is not None:
+        ssrf.check(
+            spec.webhook.url,
+            allow=services.settings.webhook_allow_networks,
+            resolver=services.resolver,
+        )
     if idempotency_key:
         existing = _replay(services.engine, idempotency_key, request_hash)
         if existing is not None:
@@ -151,4 +160,6 @@ def _job_values(
         "input_rows": stored.rows,
         "input_bytes": stored.bytes,
         "input_columns": stored.columns,
+        "webhook_url": spec.webhook.url if spec.webhook else None,
+        "webhook_events": list(spec.webhook.events) if spec.webhook else None,
     }

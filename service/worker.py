@@ -244,6 +244,8 @@ class Worker:
             log.warning("job %s: lease lost before the outcome was saved", attempt.job_id)
         elif row["status"] == "queued":
             self.hub.work_available()
+        elif row["webhook_state"] == "pending":
+            self.hub.deliveries_due()
         self.hub.job_changed(attempt.job_id)
         return row
 
@@ -336,6 +338,7 @@ class Worker:
         if rescued.requeued or rescued.failed:
             log.info("rescued jobs: requeued=%s failed=%s", rescued.requeued, rescued.failed)
             self.hub.work_available(len(rescued.requeued))
+            self.hub.deliveries_due()
         for job_id in (*rescued.requeued, *rescued.failed):
             self.hub.job_changed(job_id)
 

@@ -39,6 +39,7 @@ def pg_template() -> Iterator[None]:
     databases.require_pg()
     databases.create_template()
     yield
+    databases.drop_template()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

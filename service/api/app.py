@@ -6,23 +6,35 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import httpx
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import jobs, meta, problems
+from service.api import jobs, meta, problems, webhooks
 from service.config import Settings
 from service.runtime import Runtime
+from service.ssrf import Resolver, system_resolver
 
 
-def create_app(settings: Settings, *, workers: int | None = None, migrate: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    migrate: bool = False,
+    resolver: Resolver = system_resolver,
+    transport: httpx.BaseTransport | None = None,
+) -> FastAPI:
     """``workers``: in-process worker slots (default: the setting); ``migrate``: upgrade
-    the schema at start (the embedded default does; scaled-out deployments migrate once)."""
+    the schema at start (the embedded default does; scaled-out deployments migrate once).
+    ``resolver`` and ``transport`` replace DNS and the network for webhooks in tests."""
     slots = settings.workers if workers is None else workers
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await anyio.to_thread.run_sync(
-            lambda: Runtime.start(settings, workers=slots, migrate=migrate)
+            lambda: Runtime.start(
+                settings, workers=slots, migrate=migrate, resolver=resolver, transport=transport
+            )
         )
         app.state.services = runtime.services
         app.state.metrics = runtime.metrics.registry
@@ -39,5 +51,6 @@ def create_app(settings: Settings, *, workers: int | None = None, migrate: bool 
     )
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     app.include_router(meta.router)
     return app

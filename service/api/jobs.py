@@ -269,6 +269,7 @@ def cancel_job(job_id: str, services: ServicesDep) -> Response:
         services.hub.cancel_requested(job_id)
     else:
         services.hub.job_changed(job_id)
+        services.hub.deliveries_due()
     return job_response(row, 202)
 
 

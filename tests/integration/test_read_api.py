@@ -52,7 +52,9 @@ def test_long_poll_times_out_with_304(api_only: TestClient) -> None:
     assert response.status_code == 304
 
 
-def _events(client: TestClient, job_id: str, last: str | None = None) -> list[dict]:
+def _events(
+    client: TestClient, job_id: str, last: str | None = None, on_progress=None
+) -> list[dict]:
     headers = {"Last-Event-ID": last} if last else {}
     events, current = [], {}
     with client.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
@@ -67,15 +69,21 @@ def _events(client: TestClient, job_id: str, last: str | None = None) -> list[di
                 current["data"] = json.loads(line[6:])
             elif not line and current:
                 events.append(current)
+                if current.get("event") == "progress" and on_progress:
+                    on_progress()
+                    on_progress = None
                 current = {}
     return events
 
 
 def test_event_stream_and_resume(client: TestClient) -> None:
-    job = submit(client, "sleepy", params={"seconds": 0.5})
-    events = _events(client, job["id"])
+    job = submit(client, "sleepy", params={"seconds": 60})
+    # the stream shows progress; cancelling on the first one ends the stream
+    events = _events(
+        client, job["id"], on_progress=lambda: client.post(f"/jobs/{job['id']}/cancel")
+    )
     statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
-    assert statuses == ["queued", "running", "completed"]
+    assert statuses == ["queued", "running", "cancelled"]
     assert any(e["event"] == "progress" for e in events)
     ids = [int(e["id"]) for e in events]
     assert ids == sorted(ids)
@@ -83,7 +91,7 @@ def test_event_stream_and_resume(client: TestClient) -> None:
     resumed = _events(client, job["id"], last=events[0]["id"])
     assert [e["data"]["status"] for e in resumed if e["event"] == "status"] == [
         "running",
-        "completed",
+        "cancelled",
     ]
     assert _events(client, job["id"], last=events[-1]["id"]) == []
 

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 PG_ADMIN = os.environ.get("FRAMEJOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEMPLATE = "framejobs_test_template"
+# one template per test session: parallel runs (other checkouts, CI) never share it
+TEMPLATE = f"fj_template_{os.getpid()}"
 
 
 def pg_available() -> bool:
@@ -55,6 +56,10 @@ def create_template() -> None:
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+def drop_template() -> None:
+    drop_database(TEMPLATE)
 
 
 def clone_database() -> str:

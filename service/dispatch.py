@@ -1,0 +1,148 @@
+"""The webhook dispatcher: claims due deliveries and sends them, a few at a time.
+
+Runs in every ``serve`` and ``worker`` process. It is woken at once when this process
+ends a job, and otherwise polls; claims are leases, so several dispatchers share the
+outbox without sending one event twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import deliveries
+from service.claim import worker_id
+from service.config import Settings
+from service.db import writing
+from service.deliveries import Decision
+from service.metrics import Metrics
+from service.notify import Hub
+from service.retry import WebhookRetry
+from service.store import utcnow
+from service.webhooks import Sender, SendResult, Signer
+
+log = logging.getLogger("framejobs.webhooks")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: Settings,
+        hub: Hub,
+        signer: Signer,
+        sender: Sender,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.hub = hub
+        self.signer = signer
+        self.sender = sender
+        self.metrics = metrics
+        self.retry = WebhookRetry(
+            schedule=tuple(settings.webhook_retry_schedule),
+            jitter=settings.webhook_retry_jitter,
+            max_retry_after_s=settings.webhook_max_retry_after_s,
+        )
+        self.id = worker_id(f"dispatch-{secrets.token_hex(4)}")
+        self._capacity = settings.webhook_concurrency
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(self._capacity, thread_name_prefix="fj-webhook")
+        self._thread = threading.Thread(target=self._loop, name="fj-dispatch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.hub.deliveries_due()
+        self._thread.join(self.settings.webhook_timeout_s + 5)
+        self._pool.shutdown(wait=True)
+        self.sender.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._free()
+            batch = self._claim(free) if free else []
+            if not batch:
+                self.hub.wait_for_deliveries(self.settings.webhook_poll_interval_s)
+                continue
+            for delivery in batch:
+                with self._lock:
+                    self._in_flight += 1
+                self._pool.submit(self._deliver, delivery)
+
+    def _free(self) -> int:
+        with self._lock:
+            return self._capacity - self._in_flight
+
+    def _claim(self, limit: int) -> list[RowMapping]:
+        # long enough for one POST; a dispatcher that died mid-send frees it by expiry
+        hold = self.settings.webhook_timeout_s * 2 + 5
+        try:
+            with writing(self.engine) as conn:
+                return deliveries.claim_due(
+                    conn, dispatcher=self.id, now=utcnow(), hold_s=hold, limit=limit
+                )
+        except SQLAlchemyError:
+            log.warning("claiming webhook deliveries failed; will retry", exc_info=True)
+            self._stopping.wait(self.settings.webhook_poll_interval_s)
+            return []
+
+    def _deliver(self, delivery: RowMapping) -> None:
+        try:
+            at = utcnow()
+            headers = self.signer.headers(delivery["id"], at, delivery["payload"])
+            result = self.sender.send(delivery["url"], headers, delivery["payload"])
+            decision = self._decide(delivery, result)
+            self._record(delivery, result, decision, at)
+        except Exception:
+            log.exception("delivery %s: unexpected error", delivery["id"])
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self.hub.deliveries_due()
+
+    def _decide(self, delivery: RowMapping, result: SendResult) -> Decision:
+        if result.ok:
+            return Decision("delivered", None)
+        delay = self.retry.delay(
+            failures=delivery["cycle_attempts"] + 1,
+            status_code=result.status_code,
+            retry_after=result.retry_after,
+        )
+        if delay is None:
+            return Decision("failed", None)
+        return Decision("pending", utcnow() + timedelta(seconds=delay))
+
+    def _record(
+        self, delivery: RowMapping, result: SendResult, decision: Decision, at: datetime
+    ) -> None:
+        with writing(self.engine) as conn:
+            saved = deliveries.record_attempt(
+                conn, delivery, dispatcher=self.id, at=at, result=result, decision=decision
+            )
+        if not saved:
+            log.warning("delivery %s: claim lost before the attempt was saved", delivery["id"])
+        outcome = decision.status if decision.status != "pending" else "retry"
+        log.info(
+            "webhook %s attempt %d: %s -> %s",
+            delivery["id"],
+            delivery["attempts"] + 1,
+            result.status_code or result.error,
+            outcome,
+        )
+        if self.metrics is not None:
+            self.metrics.webhook_attempts.labels(outcome).inc()
+            self.metrics.webhook_seconds.observe(result.duration_ms / 1000)
+        self.hub.job_changed(delivery["job_id"])
