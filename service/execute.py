@@ -39,6 +39,7 @@ from service.pipelines import Pipeline
 
 Reason = Literal["cancel", "timeout", "shutdown"]
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
+_UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
@@ -58,6 +59,9 @@ class Engines:
             common["temp_directory"] = str(settings.duckdb_temp_directory)
         self.open_db = duckdb.connect(":memory:", config=common)
         self.sandbox_db = duckdb.connect(":memory:", config={**common, **_SANDBOX_CONFIG})
+        for database in (self.open_db, self.sandbox_db):
+            # TIMESTAMPTZ results carry this zone; the host's zone would leak into them.
+            database.execute(_UTC)
         self._sandbox_pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(max(job_slots, 1)):
             self._sandbox_pool.put(_configured(self.sandbox_db.cursor()))
