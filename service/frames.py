@@ -106,10 +106,23 @@ def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
 
 
 def _decimal_type(field: FieldInfo | None) -> pa.DataType:
-    digits, places = 38, 9
+    """decimal128(max_digits, decimal_places); (38, 9) when the field sets neither."""
+    limits = {"max_digits": None, "decimal_places": None}
     for meta in field.metadata if field else ():
-        digits = getattr(meta, "max_digits", None) or digits
-        places = getattr(meta, "decimal_places", None) or places
+        for key in limits:
+            if getattr(meta, key, None) is not None:
+                limits[key] = getattr(meta, key)
+    digits, places = limits["max_digits"], limits["decimal_places"]
+    if digits is None and places is None:
+        return pa.decimal128(38, 9)
+    if places is None:
+        raise TypeError("a Decimal column with max_digits also needs decimal_places")
+    digits = 38 if digits is None else digits
+    if not 0 <= places <= digits <= 38:
+        raise TypeError(
+            f"a Decimal column needs 0 <= decimal_places <= max_digits <= 38 (DuckDB's "
+            f"DECIMAL limit), not max_digits={digits}, decimal_places={places}"
+        )
     return pa.decimal128(digits, places)
 
 
@@ -196,7 +209,7 @@ def _conform_column(
             problems.add(label, f"expected {_describe(target)}, got {_describe(array.type)}", rows)
             return pa.nulls(len(array), target)
         try:
-            array = pc.cast(array, target, safe=True)
+            array = cast(array, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             rows = _bad_cast_rows(array, target, row_offset)
             problems.add(label, f"cannot be read as {_describe(target)}: {_short(exc)}", rows)
@@ -207,14 +220,76 @@ def _conform_column(
     return array
 
 
+def cast(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """Arrow's safe cast, plus text -> time of day (which Arrow lacks)."""
+    if pa.types.is_time(target) and _is_text(array.type):
+        return _time_from_text(array, target)
+    return pc.cast(array, target, safe=True)
+
+
+def _time_from_text(array: pa.Array, target: pa.DataType) -> pa.Array:
+    # "HH:MM[:SS[.fraction]]" is read as the time of day of a timestamp on 1970-01-01.
+    stamps = pc.binary_join_element_wise("1970-01-01T", array, "")
+    try:
+        return pc.cast(pc.cast(stamps, pa.timestamp(target.unit)), target)
+    except pa.ArrowInvalid:
+        digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[target.unit]
+        raise pa.ArrowInvalid(
+            f"expected a time of day HH:MM[:SS[.fraction]] with at most {digits} decimals"
+        ) from None
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
 def _allowed(source: pa.DataType, target: pa.DataType, mode: Mode, text_source: bool) -> bool:
     if mode == "coerce" or pa.types.is_null(source):
         return True
-    if pa.types.is_string(source) or pa.types.is_large_string(source):
+    if pa.types.is_dictionary(source):
+        return _allowed(source.value_type, target, mode, text_source)
+    if _is_text(source):
         return text_source or _parsed_from_text(target)
     if pa.types.is_integer(source):
         return bool(pa.types.is_integer(target) or pa.types.is_floating(target))
+    if _is_list(source) and _is_list(target):
+        return _allowed(source.value_type, target.value_type, mode, text_source)
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        return _allowed_fields(source, target, mode, text_source)
     return _same_kind(source, target)
+
+
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    )
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+    )
+
+
+def _allowed_fields(
+    source: pa.StructType, target: pa.StructType, mode: Mode, text_source: bool
+) -> bool:
+    """Strict applies inside structs too, field by field (fields match by name)."""
+    names = {f.name for f in target}
+    return all(
+        _allowed(f.type, target.field(f.name).type, mode, text_source)
+        for f in source
+        if f.name in names
+    )
 
 
 def _parsed_from_text(target: pa.DataType) -> bool:
@@ -233,11 +308,7 @@ def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
         pa.types.is_decimal,
         pa.types.is_date,
         pa.types.is_time,
-        pa.types.is_binary,
-        pa.types.is_large_binary,
-        pa.types.is_list,
-        pa.types.is_large_list,
-        pa.types.is_struct,
+        _is_binary,
         pa.types.is_boolean,
     )
     if pa.types.is_timestamp(source) and pa.types.is_timestamp(target):
@@ -270,13 +341,13 @@ def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[in
     for start in range(0, len(array), step):
         piece = array.slice(start, step)
         try:
-            pc.cast(piece, target, safe=True)
+            cast(piece, target)
             continue
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         for i in range(len(piece)):
             try:
-                pc.cast(piece.slice(i, 1), target, safe=True)
+                cast(piece.slice(i, 1), target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 bad.append(start + i + offset)
                 if len(bad) >= MAX_BAD_ROWS:
