@@ -34,7 +34,7 @@ from service.errors import (
     JobTimeout,
     PipelineError,
 )
-from service.frames import columns_info
+from service.frames import columns_info, storable_batch, storable_schema
 from service.pipelines import Pipeline
 
 Reason = Literal["cancel", "timeout", "shutdown"]
@@ -236,12 +236,12 @@ def _input_relation(
 def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
     reader = _as_reader(result)
     rows = 0
-    with pq.ParquetWriter(path, reader.schema) as writer:
+    schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
+    with pq.ParquetWriter(path, schema) as writer:
         for batch in reader:
             handle.check_cancelled()
-            writer.write_batch(batch)
+            writer.write_batch(storable_batch(batch, row_offset=rows))
             rows += batch.num_rows
-        schema = reader.schema
     return StoredFrame(path, rows, path.stat().st_size, columns_info(schema))
 
 

@@ -2,10 +2,15 @@
 every decoded batch is conformed to them (names and aliases, types, nullability).
 
 Modes: ``strict`` accepts a value only when it already has the column's type (ints
-widen, ints go into float columns, and text formats may spell dates, timestamps and
-decimals as strings); ``coerce`` also converts wherever Arrow's safe cast is lossless
+widen and go into float and decimal columns when exact, and text formats may spell
+dates, times, timestamps and decimals as strings; the same rules apply inside lists
+and structs); ``coerce`` also converts wherever Arrow's safe cast is lossless
 ("1" -> 1, 2.0 -> 2, but never 2.5 -> 2). Errors name the column, the first bad rows
 (0-based over the whole frame) and the reason.
+
+Types Parquet or DuckDB cannot hold get exact stand-ins before storing
+(:func:`storable_batch`): half floats widen, 256-bit decimals of up to 38 digits
+narrow, intervals become structs; unions and wider decimals are refused.
 """
 
 from __future__ import annotations
@@ -255,7 +260,11 @@ def _allowed(source: pa.DataType, target: pa.DataType, mode: Mode, text_source: 
     if _is_text(source):
         return text_source or _parsed_from_text(target)
     if pa.types.is_integer(source):
-        return bool(pa.types.is_integer(target) or pa.types.is_floating(target))
+        return bool(
+            pa.types.is_integer(target)
+            or pa.types.is_floating(target)
+            or pa.types.is_decimal(target)
+        )
     if _is_list(source) and _is_list(target):
         return _allowed(source.value_type, target.value_type, mode, text_source)
     if pa.types.is_struct(source) and pa.types.is_struct(target):
@@ -353,6 +362,92 @@ def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[in
                 if len(bad) >= MAX_BAD_ROWS:
                     return bad
     return bad
+
+
+# -- storable types -------------------------------------------------------------------
+# Some Arrow types cannot be written to Parquet or read by DuckDB. Frames and results
+# are stored with exact stand-ins where one exists, else refused with a reason.
+
+INTERVAL = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())])
+
+
+def storable_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, _storable_type(f.type, f.name), f.nullable) for f in schema])
+
+
+def _storable_type(kind: pa.DataType, name: str) -> pa.DataType:
+    if pa.types.is_run_end_encoded(kind):
+        return _storable_type(kind.value_type, name)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = kind.value_field
+        child = item.with_type(_storable_type(item.type, name))
+        return pa.list_(child) if pa.types.is_list(kind) else pa.large_list(child)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_storable_type(f.type, name)) for f in kind])
+    return _storable_scalar(kind, name)
+
+
+def _storable_scalar(kind: pa.DataType, name: str) -> pa.DataType:
+    if pa.types.is_float16(kind):
+        return pa.float32()  # DuckDB has no 16-bit float
+    if pa.types.is_decimal256(kind) and kind.precision <= 38:
+        return pa.decimal128(kind.precision, kind.scale)
+    if pa.types.is_duration(kind) and kind.unit == "ns":
+        return pa.duration("us")  # DuckDB keeps durations as microsecond intervals
+    if kind == pa.month_day_nano_interval():
+        return INTERVAL  # Parquet has no such type
+    if pa.types.is_union(kind) or pa.types.is_decimal256(kind):
+        raise InvalidFrame(
+            f"column {name!r}: {kind} cannot be stored (unions and decimals of more "
+            "than 38 digits have no Parquet or DuckDB equivalent)"
+        )
+    return kind
+
+
+def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBatch:
+    """The batch with the stand-ins of :func:`storable_schema`, or InvalidFrame."""
+    schema = storable_schema(batch.schema)
+    if schema.equals(batch.schema):
+        return batch
+    problems = FrameProblems()
+    arrays = []
+    for field, array in zip(schema, batch.columns, strict=True):
+        try:
+            arrays.append(_storable_array(array, field.type))
+        except pa.ArrowInvalid as exc:
+            rows = _bad_cast_rows(array, field.type, row_offset)
+            problems.add(field.name, f"cannot be stored exactly: {_short(exc)}", rows)
+            arrays.append(pa.nulls(len(array), field.type))
+    problems.raise_if_any()
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    if pa.types.is_run_end_encoded(array.type):
+        array = pc.run_end_decode(array)
+    if array.type == target:
+        return array
+    if _has_interval(array.type):
+        return pa.array([_interval_parts(v) for v in array.to_pylist()], target)
+    return pc.cast(array, target, safe=True)
+
+
+def _has_interval(kind: pa.DataType) -> bool:
+    if kind == pa.month_day_nano_interval():
+        return True
+    if _is_list(kind):
+        return _has_interval(kind.value_type)
+    return pa.types.is_struct(kind) and any(_has_interval(f.type) for f in kind)
+
+
+def _interval_parts(value: Any) -> Any:
+    if isinstance(value, pa.MonthDayNano):
+        return {"months": value.months, "days": value.days, "nanoseconds": value.nanoseconds}
+    if isinstance(value, list):
+        return [_interval_parts(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interval_parts(v) for k, v in value.items()}
+    return value
 
 
 def columns_info(schema: pa.Schema) -> list[dict[str, Any]]:
