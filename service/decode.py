@@ -20,7 +20,14 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from service.errors import InvalidFrame, UnsupportedMediaType
-from service.frames import FrameProblems, FrameSchema, Mode, columns_info, conform_batch
+from service.frames import (
+    FrameProblems,
+    FrameSchema,
+    Mode,
+    columns_info,
+    conform_batch,
+    storable_batch,
+)
 
 Format = Literal["csv", "ndjson", "parquet", "arrow"]
 BATCH_ROWS = 64 * 1024
@@ -91,6 +98,7 @@ def write_frame(
                 batch = conform_batch(
                     batch, schema, mode=mode, text_source=text_source, row_offset=rows
                 )
+            batch = storable_batch(batch, row_offset=rows)
             if writer is None:
                 _check_names(batch.schema)
                 writer = pq.ParquetWriter(dest, batch.schema)
@@ -223,8 +231,29 @@ def _json_array(
             reason = f"cannot be read as {target}: {str(exc).splitlines()[0][:200]}"
             problems.add(name, reason, _bad_json_rows(values, target, offset))
             return None
+    if target is None and (array := _with_nonfinite_floats(values)) is not None:
+        return array
     problems.add(name, "values of different types in one column", _odd_rows(values, offset))
     return None
+
+
+def _with_nonfinite_floats(values: list[Any]) -> pa.Array | None:
+    """Untyped columns: "NaN", "Infinity" and "-Infinity" among numbers are floats,
+    as JSON output writes them (at any depth)."""
+    try:
+        return pa.array([_nonfinite_inside(v) for v in values], from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _nonfinite_inside(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, list):
+        return [_nonfinite_inside(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nonfinite_inside(v) for k, v in value.items()}
+    return value
 
 
 def _prepare_json_values(values: list[Any], target: pa.DataType) -> list[Any]:
@@ -257,8 +286,11 @@ def _float_value(value: Any) -> Any:
 
 
 def _decimal_value(value: Any) -> Any:
-    # repr of a JSON float is the shortest text that reads back to it: exact for 1.1
-    return repr(value) if isinstance(value, float) else value
+    # Numbers become text, so a column of 2 and 1.5 is one type. The repr of a JSON
+    # float is the shortest text that reads back to it: exact for 1.1.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
 
 
 def _b64(value: Any) -> Any:
