@@ -328,8 +328,20 @@ CSV_TEXT = (
     ",,,,,,,,,,,,\n"
 )
 
-SOURCES = ["json-columns", "json-rows", "ndjson", "csv", "parquet", "arrow"]
+# Text formats through the typed pipeline; Parquet and Arrow both untyped (sql) and typed.
+SOURCES = [
+    "json-columns",
+    "json-rows",
+    "ndjson",
+    "csv",
+    "parquet",
+    "arrow",
+    "parquet-typed",
+    "arrow-typed",
+]
 OUTPUTS = ["json", "ndjson", "csv", "parquet", "arrow"]
+TYPED = {"pipeline": "identity", "validation": "strict"}
+UNTYPED = {"pipeline": "sql", "params": {"query": "select * from input"}}
 
 
 def _ipc_stream(table: pa.Table) -> bytes:
@@ -345,33 +357,46 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _submit(client: TestClient, source: str) -> str:
+def _ndjson(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _submit(client: TestClient, source: str, spec: dict[str, Any]) -> str:
     """Post the frame in ``source`` format; returns the job id."""
-    typed = {"pipeline": "identity", "validation": "strict"}
-    untyped = {"pipeline": "sql", "params": {"query": "select * from input"}}
-    if source == "json-columns":
+    if source.startswith("json-"):
         columns = {name: [row[name] for row in JSON_ROWS] for name in SCHEMA.names}
-        response = client.post("/jobs", json={**typed, "frame": {"columns": columns}})
-    elif source == "json-rows":
-        response = client.post("/jobs", json={**typed, "frame": {"rows": JSON_ROWS}})
+        frame = {"columns": columns} if source == "json-columns" else {"rows": JSON_ROWS}
+        response = client.post("/jobs", json={**spec, "frame": frame})
     else:
-        spec, name, data = _file(source, typed, untyped)
-        response = client.post(
-            "/jobs", data={"spec": json.dumps(spec)}, files={"frame": (name, data)}
-        )
+        response = post_file(client, spec, *_upload(source.removesuffix("-typed")))
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 
 
-def _file(source: str, typed: dict[str, Any], untyped: dict[str, Any]) -> tuple[dict, str, bytes]:
-    if source == "ndjson":
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in JSON_ROWS)
-        return typed, "frame.ndjson", text.encode()
-    if source == "csv":
-        return typed, "frame.csv", CSV_TEXT.encode()
-    if source == "parquet":
-        return untyped, "frame.parquet", _parquet(TRUTH)
-    return untyped, "frame.arrows", _ipc_stream(TRUTH)
+def post_file(client: TestClient, spec: dict[str, Any], name: str, data: bytes) -> Any:
+    return client.post("/jobs", data={"spec": json.dumps(spec)}, files={"frame": (name, data)})
+
+
+def _upload(fmt: str) -> tuple[str, bytes]:
+    if fmt == "ndjson":
+        return "frame.ndjson", _ndjson(JSON_ROWS).encode()
+    if fmt == "csv":
+        return "frame.csv", CSV_TEXT.encode()
+    if fmt == "parquet":
+        return "frame.parquet", _parquet(TRUTH)
+    return "frame.arrows", _ipc_stream(TRUTH)
+
+
+def _completed(client: TestClient, job_id: str) -> dict[str, Any]:
+    done = wait_status(client, job_id)
+    assert done["status"] == "completed", done["error"]
+    return done
+
+
+def _result(client: TestClient, job_id: str, output: str) -> Any:
+    response = client.get(f"/jobs/{job_id}/result", params={"format": output, "limit": 100})
+    assert response.status_code == 200, response.text
+    return response
 
 
 def _canonical(value: Any) -> str:
@@ -380,33 +405,16 @@ def _canonical(value: Any) -> str:
 
 
 def _same_table(got: pa.Table, expected: pa.Table) -> list[str]:
-    problems = []
-    if not _same_types(got.schema, expected.schema):
-        problems.append(f"schema {got.schema} != {expected.schema}")
+    # Type equality ignores a list's item name ("item" in Arrow, "element" in Parquet).
+    problems = [] if got.schema.equals(expected.schema) else [f"schema {got.schema}"]
     got_rows, want_rows = got.to_pylist(), expected.to_pylist()
     for index, (a, b) in enumerate(zip(got_rows, want_rows, strict=False)):
         for name in expected.column_names:
-            if repr(a.get(name)) != repr(b[name]):
+            if repr(a.get(name)) != repr(b[name]):  # repr: NaN == NaN, -0.0 != 0.0
                 problems.append(f"row {index} {name}: {a.get(name)!r} != {b[name]!r}")
     if len(got_rows) != len(want_rows):
         problems.append(f"{len(got_rows)} rows, expected {len(want_rows)}")
     return problems
-
-
-def _same_types(got: pa.Schema, expected: pa.Schema) -> bool:
-    """Equal types, but a list's item field may have any name (Parquet calls it
-    "element", Arrow "item")."""
-    return [(f.name, _unnamed(f.type)) for f in got] == [
-        (f.name, _unnamed(f.type)) for f in expected
-    ]
-
-
-def _unnamed(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_list(kind):
-        return pa.list_(_unnamed(kind.value_type))
-    if pa.types.is_struct(kind):
-        return pa.struct([pa.field(f.name, _unnamed(f.type)) for f in kind.fields])
-    return kind
 
 
 def _check_output(client: TestClient, job_id: str, output: str) -> list[str]:
@@ -416,7 +424,7 @@ def _check_output(client: TestClient, job_id: str, output: str) -> list[str]:
     if output == "json":
         return _check_json(response.json())
     if output == "ndjson":
-        expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in JSON_ROWS)
+        expected = _ndjson(JSON_ROWS)
         return [] if response.text == expected else [_diff(response.text, expected)]
     if output == "csv":
         return [] if response.text == CSV_TEXT else [_diff(response.text, CSV_TEXT)]
@@ -428,8 +436,8 @@ def _check_output(client: TestClient, job_id: str, output: str) -> list[str]:
 def _check_json(page: dict[str, Any]) -> list[str]:
     problems = []
     types = [(c["name"], c["type"]) for c in page["columns"]]
-    expected_types = [(f.name, str(f.type)) for f in SCHEMA]
-    if [(n, t.replace("element", "item")) for n, t in types] != expected_types:
+    expected_types = [(f.name, str(f.type).replace("item", "element")) for f in SCHEMA]
+    if types != expected_types:
         problems.append(f"column types {types}")
     for index, (got, want) in enumerate(zip(page["rows"], JSON_ROWS, strict=False)):
         if _canonical(got) != _canonical(want):
@@ -456,10 +464,231 @@ def test_truth_table_is_what_the_renderings_describe() -> None:
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_round_trip(client: TestClient, source: str) -> None:
-    job_id = _submit(client, source)
-    done = wait_status(client, job_id)
-    assert done["status"] == "completed", done["error"]
+    typed = not source.endswith(("parquet", "arrow"))
+    job_id = _submit(client, source, TYPED if typed else UNTYPED)
+    done = _completed(client, job_id)
     assert done["input"]["rows"] == done["result"]["rows"] == len(ROWS)
     problems = {output: _check_output(client, job_id, output) for output in OUTPUTS}
     if any(problems.values()):
         pytest.fail(json.dumps(problems, indent=1, ensure_ascii=False), pytrace=False)
+
+
+@pytest.mark.parametrize("source", ["json-columns", "json-rows", "ndjson"])
+def test_untyped_json_comes_back_as_it_went_in(client: TestClient, source: str) -> None:
+    """Without a model, JSON values keep their JSON types (decimals, dates, bytes stay
+    strings) and come back unchanged; "NaN" among numbers is a float."""
+    done = _completed(client, _submit(client, source, UNTYPED))
+    types = {c["name"]: c["type"] for c in done["result"]["columns"]}
+    assert types["f"] == "double" and types["dec"] == types["ts"] == types["blob"] == "string"
+    assert types["point"] == "struct<x: double, label: string>"
+    assert _result(client, done["id"], "json").json()["rows"] == JSON_ROWS
+    assert _result(client, done["id"], "ndjson").text == _ndjson(JSON_ROWS)
+
+
+def test_untyped_csv_is_inferred(client: TestClient) -> None:
+    """Without a model Arrow infers CSV types: leading zeros and decimal digits beyond
+    a double's go; only an empty unquoted field is null ("NA", "null", "" are text)."""
+    text = 'a,b,c,d,e,f\n007,0.1000000000000000055511151231257827,2024-02-29,"NA",,""\n'
+    spec = {**UNTYPED, "validation": "strict"}
+    done = _completed(client, post_file(client, spec, "f.csv", text.encode()).json()["id"])
+    types = [c["type"] for c in done["result"]["columns"]]
+    assert types == ["int64", "double", "date32[day]", "string", "null", "string"]
+    row = {"a": 7, "b": 0.1, "c": "2024-02-29", "d": "NA", "e": None, "f": ""}
+    assert _result(client, done["id"], "json").json()["rows"] == [row]
+
+
+# Arrow types beyond the model's, sent as Parquet and Arrow IPC to `sql`: the values are
+# exact; some types come back as the type DuckDB holds them in (see docs/formats.md).
+# name: (input, output type, JSON values); the output values are the input cast to the
+# output type unless given as a fourth element.
+INTERVAL_STRUCT = pa.struct(
+    [("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())]
+)
+EXTRA: dict[str, tuple[pa.Array, pa.DataType, list[Any]] | tuple[Any, ...]] = {
+    "u64": (pa.array([0, 2**64 - 1, None], pa.uint64()), pa.uint64(), [0, 2**64 - 1, None]),
+    "i8": (pa.array([-128, 127, None], pa.int8()), pa.int8(), [-128, 127, None]),
+    "f32": (
+        pa.array([0.1, NAN, None], pa.float32()),
+        pa.float32(),
+        [0.10000000149011612, "NaN", None],
+    ),
+    "f16": (pa.array([1.5, -INF, None], pa.float16()), pa.float32(), [1.5, "-Infinity", None]),
+    "big": (pa.array(["a", "", None], pa.large_string()), pa.string(), ["a", "", None]),
+    "view": (pa.array(["a", "", None], pa.string_view()), pa.string(), ["a", "", None]),
+    "dict": (pa.array(["a", "", None]).dictionary_encode(), pa.string(), ["a", "", None]),
+    "lbin": (pa.array([b"a", b"", None], pa.large_binary()), pa.binary(), ["YQ==", "", None]),
+    "fbin": (pa.array([b"ab", b"cd", None], pa.binary(2)), pa.binary(), ["YWI=", "Y2Q=", None]),
+    "ns": (
+        pa.array([1, -1, None], pa.timestamp("ns")),
+        pa.timestamp("ns"),
+        ["1970-01-01T00:00:00.000000001", "1969-12-31T23:59:59.999999999", None],
+    ),
+    "secs": (  # Parquet has no seconds unit
+        pa.array([1, -1, None], pa.timestamp("s")),
+        pa.timestamp("ms"),
+        ["1970-01-01T00:00:01.000", "1969-12-31T23:59:59.000", None],
+    ),
+    "ny": (  # DuckDB keeps the instant, not the zone
+        pa.array([0, 1, None], pa.timestamp("us", tz="America/New_York")),
+        pa.timestamp("us", tz="UTC"),
+        ["1970-01-01T00:00:00.000000Z", "1970-01-01T00:00:00.000001Z", None],
+    ),
+    "tns": (
+        pa.array([1, 86_399_999_999_999, None], pa.time64("ns")),
+        pa.time64("ns"),
+        ["00:00:00.000000001", "23:59:59.999999999", None],
+    ),
+    "tms": (
+        pa.array([1, 86_399_999, None], pa.time32("ms")),
+        pa.time64("us"),
+        ["00:00:00.001000", "23:59:59.999000", None],
+    ),
+    "d64": (
+        pa.array([0, 86_400_000, None], pa.date64()),
+        pa.date32(),
+        ["1970-01-01", "1970-01-02", None],
+    ),
+    "far": (  # years outside 0001-9999: sign and six digits
+        pa.array([-1_000_000, 2_932_897, None], pa.date32()),
+        pa.date32(),
+        ["-000768-02-04", "+010000-01-01", None],
+    ),
+    "farts": (  # 2**63 - 1 is DuckDB's infinity
+        pa.array([-(2**62), 2**63 - 1, None], pa.timestamp("us")),
+        pa.timestamp("us"),
+        ["-144169-06-28T09:59:32.612096", "+294247-01-10T04:00:54.775807", None],
+    ),
+    "d32": (
+        pa.array([Decimal("1.5"), Decimal("-0.01"), None], pa.decimal32(5, 2)),
+        pa.decimal128(5, 2),
+        ["1.50", "-0.01", None],
+    ),
+    "d256": (
+        pa.array([Decimal("1E-9"), Decimal("-1"), None], pa.decimal256(20, 9)),
+        pa.decimal128(20, 9),
+        ["0.000000001", "-1.000000000", None],
+    ),
+    "llist": (
+        pa.array([[1], [], None], pa.large_list(pa.int64())),
+        pa.list_(pa.int64()),
+        [[1], [], None],
+    ),
+    "pair": (
+        pa.array([[1, 2], [3, None], None], pa.list_(pa.int64(), 2)),
+        pa.list_(pa.int64(), 2),
+        [[1, 2], [3, None], None],
+    ),
+    "map": (
+        pa.array([[("a", 1)], [], None], pa.map_(pa.string(), pa.int64())),
+        pa.map_(pa.string(), pa.int64()),
+        [[["a", 1]], [], None],
+    ),
+    "uuid": (
+        pa.array([b"0123456789abcdef", None, None], pa.uuid()),
+        pa.string(),
+        ["30313233-3435-3637-3839-616263646566", None, None],
+        pa.array(["30313233-3435-3637-3839-616263646566", None, None]),
+    ),
+    "dur": (  # DuckDB reads durations as INTERVAL; Parquet stores that as a struct
+        pa.array([1, -1, None], pa.duration("us")),
+        INTERVAL_STRUCT,
+        [
+            {"months": 0, "days": 0, "nanoseconds": 1000},
+            {"months": 0, "days": 0, "nanoseconds": -1000},
+            None,
+        ],
+        pa.array(
+            [
+                {"months": 0, "days": 0, "nanoseconds": 1000},
+                {"months": 0, "days": 0, "nanoseconds": -1000},
+                None,
+            ],
+            INTERVAL_STRUCT,
+        ),
+    ),
+    "none": (pa.nulls(3), pa.null(), [None, None, None]),
+}
+EXTRA_TABLE = pa.table({name: spec[0] for name, spec in EXTRA.items()})
+
+
+def _expected_extra(name: str) -> pa.Array:
+    spec = EXTRA[name]
+    return spec[3] if len(spec) > 3 else spec[0].cast(spec[1])
+
+
+def _same_array(got: pa.Array, expected: pa.Array) -> bool:
+    """Equal types and values; floats compared by bits (NaN equals NaN)."""
+    if got.type != expected.type:
+        return False
+    if pa.types.is_floating(got.type):
+        bits = pa.int32() if got.type.bit_width == 32 else pa.int64()
+        return bool(got.view(bits).equals(expected.view(bits)))
+    return bool(got.equals(expected))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_more_arrow_types(client: TestClient, fmt: str) -> None:
+    data = _parquet(EXTRA_TABLE) if fmt == "parquet" else _ipc_stream(EXTRA_TABLE)
+    response = post_file(client, UNTYPED, f"frame.{fmt}", data)
+    assert response.status_code == 202, response.text
+    job_id = _completed(client, response.json()["id"])["id"]
+    problems = []
+    for output in ("parquet", "arrow"):
+        content = _result(client, job_id, output).content
+        table = (
+            pq.read_table(io.BytesIO(content))
+            if output == "parquet"
+            else (pa.ipc.open_stream(content).read_all())
+        )
+        for name in EXTRA:
+            got = table.column(name).combine_chunks()
+            if not _same_array(got, _expected_extra(name)):
+                problems.append(f"{output} {name}: {got.type} {got.to_string()[:200]}")
+    rows = _result(client, job_id, "json").json()["rows"]
+    for name, spec in EXTRA.items():
+        if [row[name] for row in rows] != spec[2]:
+            problems.append(f"json {name}: {[row[name] for row in rows]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_interval_results_are_structs(client: TestClient) -> None:
+    """Parquet has no INTERVAL type: results store it as {months, days, nanoseconds}."""
+    query = (
+        "select interval 1 day + interval 1 microsecond as span, "
+        "[interval 2 month, null] as spans, null::interval as nothing"
+    )
+    spec = {"pipeline": "sql", "params": {"query": query}, "frame": {"columns": {"a": [1]}}}
+    job_id = client.post("/jobs", json=spec).json()["id"]
+    done = _completed(client, job_id)
+    assert done["result"]["columns"][0]["type"] == str(INTERVAL_STRUCT)
+    day = {"months": 0, "days": 1, "nanoseconds": 1000}
+    months = {"months": 2, "days": 0, "nanoseconds": 0}
+    row = {"span": day, "spans": [months, None], "nothing": None}
+    assert _result(client, job_id, "json").json()["rows"] == [row]
+    assert _result(client, job_id, "csv").text == (
+        '"span","spans","nothing"\n'
+        '"{""months"":0,""days"":1,""nanoseconds"":1000}",'
+        '"[{""months"":2,""days"":0,""nanoseconds"":0},null]",\n'
+    )
+    table = pq.read_table(io.BytesIO(_result(client, job_id, "parquet").content))
+    assert table.to_pylist() == [row]
+
+
+@pytest.mark.parametrize(
+    ("column", "reason"),
+    [
+        (pa.array([Decimal("1.5")], pa.decimal256(40, 2)), "cannot be stored"),
+        (
+            pa.UnionArray.from_sparse(pa.array([0], pa.int8()), [pa.array([1]), pa.array(["a"])]),
+            "cannot be stored",
+        ),
+        (pa.array([1000, 1001], pa.duration("ns")), "cannot be stored exactly"),
+    ],
+    ids=["decimal256(40)", "union", "sub-microsecond duration"],
+)
+def test_types_without_an_exact_home_are_refused(
+    api_only: TestClient, column: pa.Array, reason: str
+) -> None:
+    response = post_file(api_only, UNTYPED, "f.arrows", _ipc_stream(pa.table({"c": column})))
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"] and "'c'" in response.json()["detail"]
