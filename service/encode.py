@@ -40,6 +40,7 @@ _ALIASES = {
     "application/parquet": "parquet",
     "application/vnd.apache.arrow.file": "arrow",
 }
+_WILDCARDS = {"*/*": "json", "application/*": "json", "text/*": "csv"}
 STREAM_ROWS = 16 * 1024
 
 
@@ -51,15 +52,11 @@ def negotiate(accept: str | None, fmt: str | None) -> str:
         return fmt
     if not accept:
         return "json"
-    by_media = {media: name for name, media in MEDIA_TYPES.items()} | _ALIASES
+    by_media = {media: name for name, media in MEDIA_TYPES.items()} | _ALIASES | _WILDCARDS
     ranked = sorted(_parse_accept(accept), key=lambda item: -item[1])
     for media, quality in ranked:
-        if quality <= 0:
-            continue
-        if media in by_media:
+        if quality > 0 and media in by_media:
             return by_media[media]
-        if media in ("*/*", "application/*"):
-            return "json"
     raise NotAcceptable(
         f"cannot produce any of {accept!r}; offer one of {sorted(MEDIA_TYPES.values())}"
     )
