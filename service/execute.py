@@ -228,9 +228,11 @@ def _input_relation(
         # The sandbox cannot open files; it scans an Arrow dataset handed to it.
         cursor.register("input", pads.dataset(str(path), format="parquet"))
         return cursor.table("input")
-    relation = cursor.read_parquet(str(path))
-    relation.create_view("input", replace=True)
-    return relation
+    # A TEMP view belongs to this cursor; create_view() would make one view in the
+    # shared database, so concurrent jobs would read (and race on) each other's input.
+    literal = str(path).replace("'", "''")
+    cursor.execute(f"CREATE OR REPLACE TEMP VIEW input AS SELECT * FROM read_parquet('{literal}')")
+    return cursor.table("input")
 
 
 def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
