@@ -7,9 +7,10 @@ Files are read batch by batch, so a large upload never sits whole in memory.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -19,7 +20,14 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from service.errors import InvalidFrame, UnsupportedMediaType
-from service.frames import FrameProblems, FrameSchema, Mode, columns_info, conform_batch
+from service.frames import (
+    FrameProblems,
+    FrameSchema,
+    Mode,
+    columns_info,
+    conform_batch,
+    storable_batch,
+)
 
 Format = Literal["csv", "ndjson", "parquet", "arrow"]
 BATCH_ROWS = 64 * 1024
@@ -90,6 +98,7 @@ def write_frame(
                 batch = conform_batch(
                     batch, schema, mode=mode, text_source=text_source, row_offset=rows
                 )
+            batch = storable_batch(batch, row_offset=rows)
             if writer is None:
                 _check_names(batch.schema)
                 writer = pq.ParquetWriter(dest, batch.schema)
@@ -204,7 +213,12 @@ def _json_array(
     problems: FrameProblems,
 ) -> pa.Array | None:
     if target is not None:
-        values = _prepare_json_values(values, target)
+        try:
+            values = _prepare_json_values(values, target)
+        except ValueError as exc:
+            rows = _bad_prepare_rows(values, target, offset)
+            problems.add(name, f"cannot be read as {target}: {exc}", rows)
+            return None
     try:
         return pa.array(values, from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
@@ -217,26 +231,99 @@ def _json_array(
             reason = f"cannot be read as {target}: {str(exc).splitlines()[0][:200]}"
             problems.add(name, reason, _bad_json_rows(values, target, offset))
             return None
+    if target is None and (array := _with_nonfinite_floats(values)) is not None:
+        return array
     problems.add(name, "values of different types in one column", _odd_rows(values, offset))
     return None
 
 
+def _with_nonfinite_floats(values: list[Any]) -> pa.Array | None:
+    """Untyped columns: "NaN", "Infinity" and "-Infinity" among numbers are floats,
+    as JSON output writes them (at any depth)."""
+    try:
+        return pa.array([_nonfinite_inside(v) for v in values], from_pandas=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+
+
+def _nonfinite_inside(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, list):
+        return [_nonfinite_inside(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nonfinite_inside(v) for k, v in value.items()}
+    return value
+
+
 def _prepare_json_values(values: list[Any], target: pa.DataType) -> list[Any]:
+    """JSON spellings of values JSON has no type for, at any depth: "NaN" and
+    "Infinity" in float columns, base64 for bytes, numbers in decimal columns."""
+    prepare = _preparer(target)
+    if prepare is None:
+        return values
+    return [None if v is None else prepare(v) for v in values]
+
+
+def _preparer(target: pa.DataType) -> Callable[[Any], Any] | None:
     if pa.types.is_floating(target):
-        return [_NONFINITE.get(v, v) if isinstance(v, str) else v for v in values]
+        return _float_value
     if pa.types.is_binary(target) or pa.types.is_large_binary(target):
-        return [_b64(v) if isinstance(v, str) else v for v in values]
+        return _b64
     if pa.types.is_decimal(target):
-        # repr of a JSON float is the shortest text that reads back to it: exact for 1.1
-        return [repr(v) if isinstance(v, float) else v for v in values]
-    return values
+        return _decimal_value
+    if pa.types.is_list(target) or pa.types.is_large_list(target):
+        item = _preparer(target.value_type)
+        return None if item is None else functools.partial(_each_item, item)
+    if pa.types.is_struct(target):
+        fields = {f.name: p for f in target if (p := _preparer(f.type)) is not None}
+        return functools.partial(_each_field, fields) if fields else None
+    return None
 
 
-def _b64(value: str) -> bytes | str:
+def _float_value(value: Any) -> Any:
+    return _NONFINITE.get(value, value) if isinstance(value, str) else value
+
+
+def _decimal_value(value: Any) -> Any:
+    # Numbers become text, so a column of 2 and 1.5 is one type. The repr of a JSON
+    # float is the shortest text that reads back to it: exact for 1.1.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
+
+
+def _b64(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
+        raise ValueError("bytes are written as base64 text") from None
+
+
+def _each_item(prepare: Callable[[Any], Any], value: Any) -> Any:
+    if not isinstance(value, list):
         return value
+    return [None if v is None else prepare(v) for v in value]
+
+
+def _each_field(fields: dict[str, Callable[[Any], Any]], value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: v if v is None or k not in fields else fields[k](v) for k, v in value.items()}
+
+
+def _bad_prepare_rows(values: list[Any], target: pa.DataType, offset: int) -> list[int]:
+    bad = []
+    for index, value in enumerate(values):
+        try:
+            _prepare_json_values([value], target)
+        except ValueError:
+            bad.append(index + offset)
+            if len(bad) >= 5:
+                break
+    return bad
 
 
 def _bad_json_rows(values: list[Any], target: pa.DataType, offset: int) -> list[int]:
@@ -273,20 +360,62 @@ def file_batches(
 
 def _csv(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
     # Model columns are read as text and parsed by the conform step, which reports rows.
-    text_columns = {k: pa.string() for k in _targets(schema)}
+    # Only an empty unquoted field is null: "", "NA", "null", "NaN" are values.
+    targets = _targets(schema)
     convert = pcsv.ConvertOptions(
-        column_types=text_columns,
+        column_types={k: pa.string() for k in targets},
+        null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
     )
+    rows = 0
     try:
         reader = pcsv.open_csv(
-            path, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK), convert_options=convert
+            path,
+            read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=convert,
         )
         for batch in reader:
-            yield batch, True
+            yield _csv_text_values(batch, targets, rows), True
+            rows += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InvalidFrame(f"could not read the CSV file: {_first_line(exc)}") from exc
+
+
+def _csv_text_values(
+    batch: pa.RecordBatch, targets: dict[str, pa.DataType], offset: int
+) -> pa.RecordBatch:
+    """CSV fields of bytes columns are base64, of list and struct columns JSON text."""
+    problems = FrameProblems()
+    arrays = list(batch.columns)
+    for index, name in enumerate(batch.schema.names):
+        target = targets.get(name)
+        if target is None or not (pa.types.is_nested(target) or pa.types.is_binary(target)):
+            continue
+        values = batch.column(index).to_pylist()
+        if pa.types.is_nested(target):
+            values = _json_texts(values, name, offset, problems)
+        array = _json_array(values, target, name, offset, problems)
+        arrays[index] = pa.nulls(batch.num_rows) if array is None else array
+    problems.raise_if_any()
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _json_texts(
+    texts: list[str | None], name: str, offset: int, problems: FrameProblems
+) -> list[Any]:
+    values: list[Any] = []
+    bad: list[int] = []
+    for index, text in enumerate(texts):
+        try:
+            values.append(None if text is None else json.loads(text))
+        except ValueError:
+            values.append(None)
+            bad.append(index + offset)
+    if bad:
+        problems.add(name, "expected JSON text (a list or an object)", bad)
+    return values
 
 
 def _ndjson(handle: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:

@@ -2,8 +2,10 @@
 
 Every encoder reads the file batch by batch, so large results stream. JSON has no
 NaN or infinity: they are written as the strings "NaN", "Infinity", "-Infinity"
-(which submit accepts back for float columns); decimals are strings (exact), dates
-and timestamps ISO 8601, bytes base64.
+(which submit accepts back for float columns); decimals are strings (exact), dates,
+times and timestamps ISO 8601, bytes base64, durations integers of their unit,
+intervals {"months", "days", "nanoseconds"}. CSV writes the same texts (see
+``_csv_ready``). The exact rules and their limits: docs/formats.md.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _ALIASES = {
     "application/parquet": "parquet",
     "application/vnd.apache.arrow.file": "arrow",
 }
+_WILDCARDS = {"*/*": "json", "application/*": "json", "text/*": "csv"}
 STREAM_ROWS = 16 * 1024
 
 
@@ -49,15 +52,11 @@ def negotiate(accept: str | None, fmt: str | None) -> str:
         return fmt
     if not accept:
         return "json"
-    by_media = {media: name for name, media in MEDIA_TYPES.items()} | _ALIASES
+    by_media = {media: name for name, media in MEDIA_TYPES.items()} | _ALIASES | _WILDCARDS
     ranked = sorted(_parse_accept(accept), key=lambda item: -item[1])
     for media, quality in ranked:
-        if quality <= 0:
-            continue
-        if media in by_media:
+        if quality > 0 and media in by_media:
             return by_media[media]
-        if media in ("*/*", "application/*"):
-            return "json"
     raise NotAcceptable(
         f"cannot produce any of {accept!r}; offer one of {sorted(MEDIA_TYPES.values())}"
     )
@@ -77,6 +76,110 @@ def _parse_accept(accept: str) -> Iterator[tuple[str, float]]:
         yield media.lower(), quality
 
 
+# -- text renderings ------------------------------------------------------------------
+# JSON, NDJSON and CSV spell the types they lack the same way: decimals fixed-point
+# with the column's scale, dates "YYYY-MM-DD", times "HH:MM:SS[.fraction]" and
+# timestamps "YYYY-MM-DDTHH:MM:SS[.fraction]" with the unit's digits (and "Z" when the
+# column has a time zone: written in UTC), bytes base64. Years outside 0001-9999 are
+# written as in ECMAScript: sign and six digits ("+010000-01-01").
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01, 9999-12-31 (days since 1970)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def text_array(array: pa.Array) -> pa.Array | None:
+    """The text of each value for decimal, date, time, timestamp and bytes columns."""
+    kind = array.type
+    if pa.types.is_decimal(kind):
+        return _decimal_text(array)
+    if _is_binary(kind):
+        texts = [None if v is None else base64.b64encode(v).decode() for v in array.to_pylist()]
+        return pa.array(texts, pa.string())
+    if pa.types.is_timestamp(kind):
+        return _timestamp_text(array)
+    if pa.types.is_date(kind):
+        return _date_text(array)
+    if pa.types.is_time(kind):
+        return pc.cast(array, pa.string())
+    return None
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+        or pa.types.is_binary_view(kind)
+    )
+
+
+def _decimal_text(array: pa.Array) -> pa.Array:
+    text = pc.cast(array, pa.string())
+    # Arrow writes small values in scientific notation ("0E-9", "1E-9"): redo those.
+    odd = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(odd).as_py():
+        return text
+    fixed = [format(v, "f") for v in array.filter(odd).to_pylist()]
+    return pc.replace_with_mask(text, odd, pa.array(fixed, pa.string()))
+
+
+def _timestamp_text(array: pa.Array) -> pa.Array:
+    kind = array.type
+    if kind.tz is not None:
+        array = array.cast(pa.timestamp(kind.unit, "UTC"))
+    text = pc.replace_substring(pc.cast(array, pa.string()), " ", "T", max_replacements=1)
+    per_day = 86_400 * _PER_SECOND[kind.unit]
+    ints = array.view(pa.int64())
+    return _patch_years(
+        ints, text, per_day, lambda v: _expanded_timestamp(v, kind.unit, kind.tz is not None)
+    )
+
+
+def _date_text(array: pa.Array) -> pa.Array:
+    per_day = 1 if pa.types.is_date32(array.type) else 86_400_000
+    ints = array.view(pa.int32()).cast(pa.int64()) if per_day == 1 else array.view(pa.int64())
+    text = pc.cast(array, pa.string())
+    return _patch_years(ints, text, per_day, lambda v: _expanded_date(v // per_day))
+
+
+def _patch_years(
+    ints: pa.Array, text: pa.Array, per_day: int, render: Callable[[int], str]
+) -> pa.Array:
+    """Arrow writes only years 0001-9999; the values outside are rendered here."""
+    low = max(_FIRST_DAY * per_day, _INT64[0])
+    high = min((_LAST_DAY + 1) * per_day - 1, _INT64[1])
+    outside = pc.fill_null(pc.or_(pc.less(ints, low), pc.greater(ints, high)), False)
+    if not pc.any(outside).as_py():
+        return text
+    fixed = [render(v) for v in ints.filter(outside).to_pylist()]
+    return pc.replace_with_mask(text, outside, pa.array(fixed, pa.string()))
+
+
+def _expanded_timestamp(value: int, unit: str, utc: bool) -> str:
+    per_second = _PER_SECOND[unit]
+    days, rest = divmod(value, 86_400 * per_second)
+    seconds, fraction = divmod(rest, per_second)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    if per_second > 1:
+        clock += f".{fraction:0{len(str(per_second)) - 1}d}"
+    return f"{_expanded_date(days)}T{clock}{'Z' if utc else ''}"
+
+
+def _expanded_date(days: int) -> str:
+    # days since 1970-01-01 -> proleptic Gregorian date (H. Hinnant, civil_from_days)
+    z = days + 719_468
+    era, doe = divmod(z, 146_097)
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (month <= 2)
+    spelled = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+07d}"
+    return f"{spelled}-{month:02d}-{day:02d}"
+
+
 # -- JSON values ---------------------------------------------------------------------
 
 
@@ -89,17 +192,18 @@ def _float(value: float | None) -> Any:
 
 
 def _json_value(value: Any) -> Any:
+    """Python values (as Arrow gives them) that JSON has no type for, made JSON."""
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
+        return format(value, "f")
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, list):
+    if isinstance(value, dt.date | dt.time):  # inside maps, which _jsonable leaves alone
+        return value.isoformat()
+    if isinstance(value, pa.MonthDayNano):
+        return {"months": value.months, "days": value.days, "nanoseconds": value.nanoseconds}
+    if isinstance(value, list | tuple):
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
@@ -112,27 +216,50 @@ def _plain(arrow_type: pa.DataType) -> bool:
         or pa.types.is_boolean(arrow_type)
         or pa.types.is_string(arrow_type)
         or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
         or pa.types.is_null(arrow_type)
     )
 
 
-def _converter(arrow_type: pa.DataType) -> Callable[[Any], Any] | None:
-    if _plain(arrow_type):
-        return None
-    if pa.types.is_floating(arrow_type):
-        return _float
-    return _json_value
+def _jsonable(array: pa.Array) -> pa.Array:
+    """The array with every value JSON lacks a type for (at any depth) as its text;
+    durations as integers of their unit."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return _jsonable(array.dictionary_decode())
+    if pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _jsonable(array.cast(pa.list_(kind.value_field)))
+    if pa.types.is_list(kind):
+        first, last = array.offsets[0].as_py(), array.offsets[-1].as_py()
+        values = _jsonable(array.values.slice(first, last - first))
+        offsets = pc.subtract(array.offsets, first)
+        return pa.ListArray.from_arrays(offsets, values, mask=array.is_null())
+    if pa.types.is_struct(kind):
+        children = [_jsonable(array.field(i)) for i in range(kind.num_fields)]
+        names = [f.name for f in kind]
+        return pa.StructArray.from_arrays(children, names=names, mask=array.is_null())
+    if pa.types.is_duration(kind):
+        return array.view(pa.int64())
+    text = text_array(array)
+    return array if text is None else text
+
+
+def json_values(array: pa.Array) -> list[Any]:
+    """The column's values as JSON values (see the module docstring)."""
+    kind = array.type
+    if _plain(kind):
+        return array.to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_floating(kind):
+        return [_float(v) for v in array.to_pylist()]
+    converted = _jsonable(array)
+    if pa.types.is_string(converted.type):
+        return converted.to_pylist()  # type: ignore[no-any-return]
+    return [_json_value(v) for v in converted.to_pylist()]
 
 
 def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     names = batch.schema.names
-    columns = []
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        values = column.to_pylist()
-        convert = _converter(field.type)
-        if convert is not None:
-            values = [convert(v) for v in values]
-        columns.append(values)
+    columns = [json_values(column) for column in batch.columns]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
@@ -169,24 +296,24 @@ def ndjson_chunks(path: Path) -> Iterator[bytes]:
 
 
 def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """CSV holds no nested or binary values: those become JSON text and base64."""
+    """Numbers and booleans stay as they are (Arrow writes them unquoted); every other
+    value becomes its JSON text (strings as they are, lists and structs as compact
+    JSON), which Arrow writes quoted. Null stays null: an empty unquoted field."""
     arrays = []
-    fields = []
-    for field, column in zip(batch.schema, batch.columns, strict=True):
-        kind = field.type
-        if pa.types.is_nested(kind):
-            texts = [None if v is None else json.dumps(_json_value(v)) for v in column.to_pylist()]
-            column = pa.array(texts, pa.string())
-        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            column = pa.array(
-                [None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()],
-                pa.string(),
-            )
-        elif pa.types.is_timestamp(kind) and kind.tz is not None:
-            column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S.%f%z")
+    for column in batch.columns:
+        kind = column.type
+        if not (_plain(kind) or pa.types.is_floating(kind)):
+            column = text_array(column) or _json_texts(column)
         arrays.append(column)
-        fields.append(pa.field(field.name, column.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _json_texts(array: pa.Array) -> pa.Array:
+    texts = [
+        None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+        for v in json_values(array)
+    ]
+    return pa.array(texts, pa.string())
 
 
 def csv_chunks(path: Path) -> Iterator[bytes]:

@@ -34,11 +34,12 @@ from service.errors import (
     JobTimeout,
     PipelineError,
 )
-from service.frames import columns_info
+from service.frames import columns_info, storable_batch, storable_schema
 from service.pipelines import Pipeline
 
 Reason = Literal["cancel", "timeout", "shutdown"]
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
+_UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
@@ -58,6 +59,9 @@ class Engines:
             common["temp_directory"] = str(settings.duckdb_temp_directory)
         self.open_db = duckdb.connect(":memory:", config=common)
         self.sandbox_db = duckdb.connect(":memory:", config={**common, **_SANDBOX_CONFIG})
+        for database in (self.open_db, self.sandbox_db):
+            # TIMESTAMPTZ results carry this zone; the host's zone would leak into them.
+            database.execute(_UTC)
         self._sandbox_pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
         for _ in range(max(job_slots, 1)):
             self._sandbox_pool.put(_configured(self.sandbox_db.cursor()))
@@ -224,8 +228,8 @@ def _input_relation(
         # The sandbox cannot open files; it scans an Arrow dataset handed to it.
         cursor.register("input", pads.dataset(str(path), format="parquet"))
         return cursor.table("input")
-    # A TEMP view lives in this cursor's own catalog: jobs running side by side on the
-    # shared database each see their own `input` (a plain view would be shared).
+    # A TEMP view belongs to this cursor; create_view() would make one view in the
+    # shared database, so concurrent jobs would read (and race on) each other's input.
     literal = str(path).replace("'", "''")
     cursor.execute(f"CREATE OR REPLACE TEMP VIEW input AS SELECT * FROM read_parquet('{literal}')")
     return cursor.table("input")
@@ -234,12 +238,12 @@ def _input_relation(
 def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
     reader = _as_reader(result)
     rows = 0
-    with pq.ParquetWriter(path, reader.schema) as writer:
+    schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
+    with pq.ParquetWriter(path, schema) as writer:
         for batch in reader:
             handle.check_cancelled()
-            writer.write_batch(batch)
+            writer.write_batch(storable_batch(batch, row_offset=rows))
             rows += batch.num_rows
-        schema = reader.schema
     return StoredFrame(path, rows, path.stat().st_size, columns_info(schema))
 
 

@@ -2,10 +2,15 @@
 every decoded batch is conformed to them (names and aliases, types, nullability).
 
 Modes: ``strict`` accepts a value only when it already has the column's type (ints
-widen, ints go into float columns, and text formats may spell dates, timestamps and
-decimals as strings); ``coerce`` also converts wherever Arrow's safe cast is lossless
+widen and go into float and decimal columns when exact, and text formats may spell
+dates, times, timestamps and decimals as strings; the same rules apply inside lists
+and structs); ``coerce`` also converts wherever Arrow's safe cast is lossless
 ("1" -> 1, 2.0 -> 2, but never 2.5 -> 2). Errors name the column, the first bad rows
 (0-based over the whole frame) and the reason.
+
+Types Parquet or DuckDB cannot hold get exact stand-ins before storing
+(:func:`storable_batch`): half floats widen, 256-bit decimals of up to 38 digits
+narrow, intervals become structs; unions and wider decimals are refused.
 """
 
 from __future__ import annotations
@@ -106,10 +111,23 @@ def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
 
 
 def _decimal_type(field: FieldInfo | None) -> pa.DataType:
-    digits, places = 38, 9
+    """decimal128(max_digits, decimal_places); (38, 9) when the field sets neither."""
+    limits = {"max_digits": None, "decimal_places": None}
     for meta in field.metadata if field else ():
-        digits = getattr(meta, "max_digits", None) or digits
-        places = getattr(meta, "decimal_places", None) or places
+        for key in limits:
+            if getattr(meta, key, None) is not None:
+                limits[key] = getattr(meta, key)
+    digits, places = limits["max_digits"], limits["decimal_places"]
+    if digits is None and places is None:
+        return pa.decimal128(38, 9)
+    if places is None:
+        raise TypeError("a Decimal column with max_digits also needs decimal_places")
+    digits = 38 if digits is None else digits
+    if not 0 <= places <= digits <= 38:
+        raise TypeError(
+            f"a Decimal column needs 0 <= decimal_places <= max_digits <= 38 (DuckDB's "
+            f"DECIMAL limit), not max_digits={digits}, decimal_places={places}"
+        )
     return pa.decimal128(digits, places)
 
 
@@ -196,7 +214,7 @@ def _conform_column(
             problems.add(label, f"expected {_describe(target)}, got {_describe(array.type)}", rows)
             return pa.nulls(len(array), target)
         try:
-            array = pc.cast(array, target, safe=True)
+            array = cast(array, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             rows = _bad_cast_rows(array, target, row_offset)
             problems.add(label, f"cannot be read as {_describe(target)}: {_short(exc)}", rows)
@@ -207,14 +225,80 @@ def _conform_column(
     return array
 
 
+def cast(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """Arrow's safe cast, plus text -> time of day (which Arrow lacks)."""
+    if pa.types.is_time(target) and _is_text(array.type):
+        return _time_from_text(array, target)
+    return pc.cast(array, target, safe=True)
+
+
+def _time_from_text(array: pa.Array, target: pa.DataType) -> pa.Array:
+    # "HH:MM[:SS[.fraction]]" is read as the time of day of a timestamp on 1970-01-01.
+    stamps = pc.binary_join_element_wise("1970-01-01T", array, "")
+    try:
+        return pc.cast(pc.cast(stamps, pa.timestamp(target.unit)), target)
+    except pa.ArrowInvalid:
+        digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[target.unit]
+        raise pa.ArrowInvalid(
+            f"expected a time of day HH:MM[:SS[.fraction]] with at most {digits} decimals"
+        ) from None
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
 def _allowed(source: pa.DataType, target: pa.DataType, mode: Mode, text_source: bool) -> bool:
     if mode == "coerce" or pa.types.is_null(source):
         return True
-    if pa.types.is_string(source) or pa.types.is_large_string(source):
+    if pa.types.is_dictionary(source):
+        return _allowed(source.value_type, target, mode, text_source)
+    if _is_text(source):
         return text_source or _parsed_from_text(target)
     if pa.types.is_integer(source):
-        return bool(pa.types.is_integer(target) or pa.types.is_floating(target))
+        return bool(
+            pa.types.is_integer(target)
+            or pa.types.is_floating(target)
+            or pa.types.is_decimal(target)
+        )
+    if _is_list(source) and _is_list(target):
+        return _allowed(source.value_type, target.value_type, mode, text_source)
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        return _allowed_fields(source, target, mode, text_source)
     return _same_kind(source, target)
+
+
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    )
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+    )
+
+
+def _allowed_fields(
+    source: pa.StructType, target: pa.StructType, mode: Mode, text_source: bool
+) -> bool:
+    """Strict applies inside structs too, field by field (fields match by name)."""
+    names = {f.name for f in target}
+    return all(
+        _allowed(f.type, target.field(f.name).type, mode, text_source)
+        for f in source
+        if f.name in names
+    )
 
 
 def _parsed_from_text(target: pa.DataType) -> bool:
@@ -233,11 +317,7 @@ def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
         pa.types.is_decimal,
         pa.types.is_date,
         pa.types.is_time,
-        pa.types.is_binary,
-        pa.types.is_large_binary,
-        pa.types.is_list,
-        pa.types.is_large_list,
-        pa.types.is_struct,
+        _is_binary,
         pa.types.is_boolean,
     )
     if pa.types.is_timestamp(source) and pa.types.is_timestamp(target):
@@ -270,18 +350,104 @@ def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[in
     for start in range(0, len(array), step):
         piece = array.slice(start, step)
         try:
-            pc.cast(piece, target, safe=True)
+            cast(piece, target)
             continue
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         for i in range(len(piece)):
             try:
-                pc.cast(piece.slice(i, 1), target, safe=True)
+                cast(piece.slice(i, 1), target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 bad.append(start + i + offset)
                 if len(bad) >= MAX_BAD_ROWS:
                     return bad
     return bad
+
+
+# -- storable types -------------------------------------------------------------------
+# Some Arrow types cannot be written to Parquet or read by DuckDB. Frames and results
+# are stored with exact stand-ins where one exists, else refused with a reason.
+
+INTERVAL = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())])
+
+
+def storable_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, _storable_type(f.type, f.name), f.nullable) for f in schema])
+
+
+def _storable_type(kind: pa.DataType, name: str) -> pa.DataType:
+    if pa.types.is_run_end_encoded(kind):
+        return _storable_type(kind.value_type, name)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        item = kind.value_field
+        child = item.with_type(_storable_type(item.type, name))
+        return pa.list_(child) if pa.types.is_list(kind) else pa.large_list(child)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_storable_type(f.type, name)) for f in kind])
+    return _storable_scalar(kind, name)
+
+
+def _storable_scalar(kind: pa.DataType, name: str) -> pa.DataType:
+    if pa.types.is_float16(kind):
+        return pa.float32()  # DuckDB has no 16-bit float
+    if pa.types.is_decimal256(kind) and kind.precision <= 38:
+        return pa.decimal128(kind.precision, kind.scale)
+    if pa.types.is_duration(kind) and kind.unit == "ns":
+        return pa.duration("us")  # DuckDB keeps durations as microsecond intervals
+    if kind == pa.month_day_nano_interval():
+        return INTERVAL  # Parquet has no such type
+    if pa.types.is_union(kind) or pa.types.is_decimal256(kind):
+        raise InvalidFrame(
+            f"column {name!r}: {kind} cannot be stored (unions and decimals of more "
+            "than 38 digits have no Parquet or DuckDB equivalent)"
+        )
+    return kind
+
+
+def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBatch:
+    """The batch with the stand-ins of :func:`storable_schema`, or InvalidFrame."""
+    schema = storable_schema(batch.schema)
+    if schema.equals(batch.schema):
+        return batch
+    problems = FrameProblems()
+    arrays = []
+    for field, array in zip(schema, batch.columns, strict=True):
+        try:
+            arrays.append(_storable_array(array, field.type))
+        except pa.ArrowInvalid as exc:
+            rows = _bad_cast_rows(array, field.type, row_offset)
+            problems.add(field.name, f"cannot be stored exactly: {_short(exc)}", rows)
+            arrays.append(pa.nulls(len(array), field.type))
+    problems.raise_if_any()
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
+    if pa.types.is_run_end_encoded(array.type):
+        array = pc.run_end_decode(array)
+    if array.type == target:
+        return array
+    if _has_interval(array.type):
+        return pa.array([_interval_parts(v) for v in array.to_pylist()], target)
+    return pc.cast(array, target, safe=True)
+
+
+def _has_interval(kind: pa.DataType) -> bool:
+    if kind == pa.month_day_nano_interval():
+        return True
+    if _is_list(kind):
+        return _has_interval(kind.value_type)
+    return pa.types.is_struct(kind) and any(_has_interval(f.type) for f in kind)
+
+
+def _interval_parts(value: Any) -> Any:
+    if isinstance(value, pa.MonthDayNano):
+        return {"months": value.months, "days": value.days, "nanoseconds": value.nanoseconds}
+    if isinstance(value, list):
+        return [_interval_parts(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interval_parts(v) for k, v in value.items()}
+    return value
 
 
 def columns_info(schema: pa.Schema) -> list[dict[str, Any]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, Field, NaiveDatetime
 
 from service.errors import TransientError
 from service.pipelines import Context, pipeline
@@ -67,3 +69,32 @@ def side_effect(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
     return pa.table(
         {"job_id": [ctx.job_id], "rows": [frame.aggregate("count(*)").fetchall()[0][0]]}
     )
+
+
+class Point(BaseModel):
+    x: float | None = None
+    label: str | None = None
+
+
+class EveryType(BaseModel):
+    """One column of each supported type, all optional: text formats (JSON, CSV,
+    NDJSON) are parsed into these Arrow types (see docs/formats.md)."""
+
+    i: int | None = None
+    f: float | None = None
+    dec: Decimal | None = Field(None, max_digits=38, decimal_places=9)
+    money: Decimal | None = Field(None, max_digits=10, decimal_places=2)
+    day: dt.date | None = None
+    clock: dt.time | None = None
+    ts: NaiveDatetime | None = None
+    tstz: AwareDatetime | None = None
+    flag: bool | None = None
+    text: str | None = None
+    blob: bytes | None = None
+    tags: list[str | None] | None = None
+    point: Point | None = None
+
+
+@pipeline("identity", input=EveryType, description="Returns its typed input unchanged.")
+def identity(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    return frame

@@ -1,0 +1,64 @@
+"""The DuckDB engines: they run in UTC whatever the host's zone (a TIMESTAMPTZ result
+carries the session's zone, see docs/formats.md), and each job's `input` is its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from service.config import Settings
+from service.execute import Engines, _input_relation
+
+SCRIPT = """
+import pyarrow as pa
+from service.config import Settings
+from service.execute import Engines
+
+engines = Engines(Settings(database_url="sqlite://"), job_slots=1)
+try:
+    for sandboxed in (False, True):
+        with engines.job_cursor(sandboxed) as cursor:
+            stamps = pa.table({"t": pa.array([0], pa.timestamp("us", tz="UTC"))})
+            cursor.register("stamps", stamps)
+            kind = cursor.sql("select t from stamps").to_arrow_table().schema.field(0).type
+            cursor.unregister("stamps")
+            zone = cursor.sql("select current_setting('TimeZone')").fetchall()[0][0]
+            print(zone, kind.tz)
+finally:
+    engines.close()
+"""
+
+
+def test_engines_run_in_utc_on_a_host_in_another_zone() -> None:
+    env = {**os.environ, "TZ": "Europe/Berlin"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["UTC", "UTC", "UTC", "UTC"]
+
+
+def test_each_job_cursor_sees_its_own_input(tmp_path: Path) -> None:
+    """Two jobs running at once on the open database: `input` is each one's own frame
+    (a view shared by the database would show one job the other's rows)."""
+    paths = []
+    for value in (1, 2):
+        paths.append(tmp_path / f"{value}.parquet")
+        pq.write_table(pa.table({"a": [value]}), paths[-1])
+    engines = Engines(Settings(database_url="sqlite://"), job_slots=2)
+    try:
+        with engines.job_cursor(False) as first, engines.job_cursor(False) as second:
+            relations = [
+                _input_relation(first, paths[0], sandboxed=False),
+                _input_relation(second, paths[1], sandboxed=False),
+            ]
+            assert first.sql("select a from input").fetchall() == [(1,)]
+            assert second.sql("select a from input").fetchall() == [(2,)]
+            assert [r.fetchall() for r in relations] == [[(1,)], [(2,)]]
+    finally:
+        engines.close()
