@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024)
 
     workers: int = Field(default_factory=_default_workers, ge=0)
+    claim_batch: int = Field(default=4, ge=1, le=100)
     lease_s: float = Field(default=30.0, gt=0)
     heartbeat_s: float = Field(default=10.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)

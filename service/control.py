@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection, RowMapping
 
+from service.db import notify
 from service.errors import Conflict, NotFound
 from service.models import job_table
 from service.schemas import TERMINAL
@@ -46,6 +47,8 @@ def cancel(conn: Connection, job_id: str) -> RowMapping:
         return cancel(conn, job_id)
     if updated["status"] != row["status"]:
         updated = add_event(conn, updated)
+    else:
+        notify(conn, f"cancel:{job_id}:running")
     return updated
 
 

@@ -96,6 +96,19 @@ def _is_connect_error(exc: sa.exc.OperationalError) -> bool:
     return any(s in text for s in ("connection refused", "server closed", "terminating"))
 
 
+CHANNEL = "framejobs"
+
+
+def notify(conn: Connection, payload: str) -> None:
+    """Tell other processes (PostgreSQL NOTIFY, sent at commit). SQLite has no such
+    thing: its processes poll."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": payload},
+        )
+
+
 def alembic_config(engine: Engine | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

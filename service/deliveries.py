@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from service.db import notify
 from service.errors import Conflict, NotFound
 from service.models import attempt_table, delivery_table, job_table
 from service.webhooks import SendResult
@@ -91,6 +92,9 @@ def record_attempt(
 def _mirror_on_job(conn: Connection, job_id: str, state: str, attempts: int, at: datetime) -> None:
     """The job body shows webhook.state and .attempts; a change is a new job version."""
     j = job_table.c
+    notify(conn, f"job:{job_id}:webhook")
+    if state == "pending":
+        notify(conn, f"deliveries:{job_id}:pending")
     conn.execute(
         job_table.update()
         .where(j.id == job_id)

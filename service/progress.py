@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from service.db import notify
 from service.models import job_table
 
 J = job_table.c
@@ -44,7 +45,10 @@ def write_progress(
             version=J.version + 1,
         )
     )
-    return conn.execute(stmt).rowcount == 1
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    notify(conn, f"job:{job_id}:running")
+    return True
 
 
 def renew_leases(

@@ -14,6 +14,7 @@ from service.errors import ServiceUnavailable
 from service.execute import Engines
 from service.metrics import Metrics
 from service.notify import Hub
+from service.pglisten import Listener
 from service.pipelines import load_registry
 from service.secrets import signing_secrets
 from service.ssrf import Resolver, system_resolver
@@ -30,6 +31,7 @@ class Runtime:
     metrics: Metrics
     worker: Worker | None
     dispatcher: Dispatcher | None
+    listener: Listener | None = None
 
     @classmethod
     def start(
@@ -52,6 +54,10 @@ class Runtime:
         registry = load_registry(settings)
         engines = Engines(settings, job_slots=workers)
         hub = Hub()
+        listener = None
+        if engine.dialect.name == "postgresql":
+            listener = Listener(settings.database_url, hub)
+            listener.start()
         metrics = Metrics(engine)
         services = Services(engine, settings, registry, engines, hub, metrics, resolver)
         worker = None
@@ -71,7 +77,7 @@ class Runtime:
             dispatcher = _dispatcher(services, transport)
             dispatcher.start()
         log.info("started: %d worker slot(s), database %s", workers, engine.url.render_as_string())
-        return cls(services, metrics, worker, dispatcher)
+        return cls(services, metrics, worker, dispatcher, listener)
 
     def stop(self, grace_s: float | None = None) -> None:
         grace = self.services.settings.shutdown_grace_s if grace_s is None else grace_s
@@ -79,6 +85,8 @@ class Runtime:
             self.worker.stop(grace)
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.services.engines.close()
         self.services.engine.dispose()
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from service import outbox
-from service.db import reading
+from service.db import notify, reading
 from service.errors import InvalidInput
 from service.ids import looks_like_id
 from service.models import (
@@ -53,6 +53,7 @@ def add_event(conn: Connection, row: RowMapping) -> RowMapping:
     """Record a status change with the job as it now is (for resumable event streams),
     and queue its webhook when it just ended. Returns the row as it now is."""
     row = outbox.on_status(conn, row)
+    notify(conn, f"job:{row['id']}:{row['status']}")
     conn.execute(
         event_table.insert().values(
             job_id=row["id"], version=row["version"], status=row["status"], data=job_body(row)

@@ -1,6 +1,7 @@
-"""The worker: slot threads claim and run jobs; one monitor thread keeps them honest.
+"""The worker: a claimer hands jobs to slot threads; a monitor keeps them honest.
 
-Each slot loops claim -> execute -> finish. The monitor, every ``progress_interval_s``,
+The claimer takes as many due jobs as there are free slots (a few per statement);
+each slot runs one job: execute -> finish. The monitor, every ``progress_interval_s``,
 saves changed progress, enforces timeouts and notices cancel requests; every
 ``heartbeat_s`` it renews leases; every ``rescue_interval_s`` it re-queues jobs whose
 worker vanished. ``stop()`` only sets an event: slots stop claiming, running jobs get
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,14 @@ from service import finish
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import StoredFrame
-from service.errors import FramejobsError, Interrupted, JobCancelled, JobError, JobTimeout
+from service.errors import (
+    FramejobsError,
+    Interrupted,
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    ServiceUnavailable,
+)
 from service.execute import Engines, ExecutionHandle, run_pipeline
 from service.metrics import Metrics
 from service.notify import Hub
@@ -88,7 +97,10 @@ class Worker:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._monitor_stop = threading.Event()
-        self._slots: list[threading.Thread] = []
+        self._slot_free = threading.Condition()
+        self._in_flight = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._claimer: threading.Thread | None = None
         self._monitor: threading.Thread | None = None
         hub.on_cancel(self._on_cancel)
 
@@ -97,10 +109,9 @@ class Worker:
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids | {self.id}
         self._rescue()
-        for n in range(self.concurrency):
-            thread = threading.Thread(target=self._slot_loop, name=f"fj-slot-{n}", daemon=True)
-            thread.start()
-            self._slots.append(thread)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fj-job")
+        self._claimer = threading.Thread(target=self._claim_loop, name="fj-claim", daemon=True)
+        self._claimer.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="fj-monitor", daemon=True)
         self._monitor.start()
 
@@ -108,47 +119,78 @@ class Worker:
         """Stop claiming; give running jobs ``grace_s``; interrupt the rest (re-queued)."""
         self._stopping.set()
         self.hub.wake_all()
-        deadline = time.monotonic() + grace_s
-        for thread in self._slots:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        for running in self._snapshot():
-            running.handle.interrupt("shutdown")
-        for thread in self._slots:
-            thread.join(10.0)
+        with self._slot_free:
+            self._slot_free.notify_all()
+        if self._claimer is not None:
+            self._claimer.join(10.0)
+        if not self._wait_idle(grace_s):
+            for running in self._snapshot():
+                running.handle.interrupt("shutdown")
+            self._wait_idle(10.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         self._monitor_stop.set()
         if self._monitor is not None:
             self._monitor.join(10.0)
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids - {self.id}
 
+    def _wait_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        with self._slot_free:
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._slot_free.wait(left)
+            return self._in_flight == 0
+
     @property
     def busy(self) -> int:
         with self._lock:
             return len(self._running)
 
-    # -- slots ---------------------------------------------------------------------------
-    def _slot_loop(self) -> None:
+    # -- claiming ------------------------------------------------------------------------
+    def _claim_loop(self) -> None:
+        """Claim as many jobs as there are free slots (a few at a time), hand them out."""
         while not self._stopping.is_set():
+            free = self._wait_for_free_slot()
+            if not free:
+                return
             try:
-                jobs = self._claim()
-            except SQLAlchemyError:
-                log.exception("claim failed; retrying")
+                jobs = self._claim(min(free, self.settings.claim_batch))
+            except (SQLAlchemyError, ServiceUnavailable):
+                log.warning("claim failed; retrying", exc_info=True)
                 self._stopping.wait(self.settings.poll_interval_s)
                 continue
             if not jobs:
                 self.hub.wait_for_work(self.settings.poll_interval_s)
                 continue
             for job in jobs:
-                self._process(job)
+                with self._slot_free:
+                    self._in_flight += 1
+                assert self._pool is not None
+                self._pool.submit(self._run_slot, job)
 
-    def _claim(self) -> list[RowMapping]:
+    def _wait_for_free_slot(self) -> int:
+        with self._slot_free:
+            while self._in_flight >= self.concurrency and not self._stopping.is_set():
+                self._slot_free.wait(1.0)
+            return 0 if self._stopping.is_set() else self.concurrency - self._in_flight
+
+    def _run_slot(self, job: RowMapping) -> None:
+        try:
+            self._process(job)
+        finally:
+            with self._slot_free:
+                self._in_flight -= 1
+                self._slot_free.notify_all()
+
+    def _claim(self, limit: int) -> list[RowMapping]:
         with writing(self.engine) as conn:
             jobs = claiming.claim(
                 conn,
                 worker=self.id,
                 now=utcnow(),
                 lease_s=self.settings.lease_s,
-                limit=1,
+                limit=limit,
                 pipelines=self.registry.names,
             )
         for job in jobs:
@@ -183,6 +225,17 @@ class Worker:
             outcome = Outcome(finish.complete, {"result": result})
         except JobError as exc:
             outcome = self._after_error(job, exc)
+        except (ServiceUnavailable, SQLAlchemyError) as exc:
+            # The database went away mid-job: not the job's fault, so it runs again.
+            outcome = Outcome(
+                finish.requeue,
+                {
+                    "delay_s": 0.0,
+                    "error_type": "Interrupted",
+                    "message": str(exc)[:500],
+                    "refund_attempt": True,
+                },
+            )
         except FramejobsError as exc:
             outcome = Outcome(
                 finish.fail, {"error_type": type(exc).__name__, "message": exc.detail}

@@ -1,0 +1,81 @@
+"""PostgreSQL LISTEN: turns other processes' NOTIFYs into this process's wake-ups.
+
+Payloads are ``kind:job_id:status``: ``job`` (a job changed; ``queued`` means work
+for workers, a final state may mean a webhook to send), ``cancel`` (stop that job if
+it runs here), ``deliveries`` (a webhook is due). Polling stays as the fallback, and
+after a reconnect everything is woken once to catch up on what was missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+import sqlalchemy as sa
+
+from service.db import CHANNEL
+from service.notify import Hub
+from service.schemas import TERMINAL
+
+log = logging.getLogger("framejobs.listen")
+
+
+def conninfo(database_url: str) -> str:
+    url = sa.make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def route(hub: Hub, payload: str) -> None:
+    kind, _, rest = payload.partition(":")
+    job_id, _, status = rest.partition(":")
+    if kind == "job":
+        hub.job_changed(job_id)
+        if status == "queued":
+            hub.work_available()
+        elif status in TERMINAL:
+            hub.deliveries_due()
+    elif kind == "cancel":
+        hub.cancel_requested(job_id)
+    elif kind == "deliveries":
+        hub.deliveries_due()
+
+
+class Listener:
+    def __init__(self, database_url: str, hub: Hub, *, retry_s: float = 1.0) -> None:
+        self.conninfo = conninfo(database_url)
+        self.hub = hub
+        self.retry_s = retry_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fj-listen", daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except psycopg.Error as exc:
+                self.connected.clear()
+                log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
+                self._stopping.wait(self.retry_s)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.connected.set()
+            self._catch_up()
+            while not self._stopping.is_set():
+                for note in conn.notifies(timeout=0.5):
+                    route(self.hub, note.payload)
+
+    def _catch_up(self) -> None:
+        self.hub.work_available()
+        self.hub.deliveries_due()
+        self.hub.wake_all()
