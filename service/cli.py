@@ -16,8 +16,10 @@ from service.config import Settings
 from service.db import make_engine, upgrade
 from service.errors import ServiceUnavailable
 from service.logs import configure_logging
+from service.prune import parse_age, prune
 from service.runtime import Runtime
 from service.secrets import stored_secret
+from service.store import utcnow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 log = logging.getLogger("framejobs")
@@ -115,6 +117,25 @@ def migrate() -> None:
     finally:
         engine.dispose()
     typer.echo("schema at head")
+
+
+@app.command("prune")
+def prune_command(
+    older_than: Annotated[str, typer.Option(help="Age of finished jobs to delete: 7d, 12h, 30m.")],
+) -> None:
+    """Delete finished jobs (and their data) that ended longer ago than --older-than."""
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
+    settings = Settings()
+    configure_logging(settings.log_level)
+    engine = make_engine(settings)
+    try:
+        deleted = prune(engine, before=utcnow() - age)
+    finally:
+        engine.dispose()
+    typer.echo(f"deleted {deleted} finished job(s)")
 
 
 @app.command("webhook-secret")

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=64 * 1024**2, gt=0)
     payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024)
 
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    prune_after_s: float | None = Field(default=None, gt=0)
+    prune_interval_s: float = Field(default=3600.0, gt=0)
+
     workers: int = Field(default_factory=_default_workers, ge=0)
     claim_batch: int = Field(default=4, ge=1, le=100)
     lease_s: float = Field(default=30.0, gt=0)

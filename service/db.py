@@ -33,7 +33,14 @@ def make_engine(settings: Settings) -> Engine:
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10)
+    return sa.create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:
@@ -83,17 +90,14 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def _unavailable_on_disconnect() -> Iterator[None]:
+    """Connection trouble (server down or restarting, pool exhausted, SQLite locked for
+    too long) is the service being unavailable for a moment: a 503, never a hang."""
     try:
         yield
-    except sa.exc.OperationalError as exc:
-        if exc.connection_invalidated or _is_connect_error(exc):
-            raise ServiceUnavailable("the database cannot be reached; try again") from exc
-        raise
-
-
-def _is_connect_error(exc: sa.exc.OperationalError) -> bool:
-    text = str(exc.orig).lower()
-    return any(s in text for s in ("connection refused", "server closed", "terminating"))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"the database is not available ({type(exc).__name__}); try again shortly"
+        ) from exc
 
 
 CHANNEL = "framejobs"

@@ -21,6 +21,7 @@ from service.claim import worker_id
 from service.config import Settings
 from service.db import writing
 from service.deliveries import Decision
+from service.errors import ServiceUnavailable
 from service.metrics import Metrics
 from service.notify import Hub
 from service.retry import WebhookRetry
@@ -94,7 +95,7 @@ class Dispatcher:
                 return deliveries.claim_due(
                     conn, dispatcher=self.id, now=utcnow(), hold_s=hold, limit=limit
                 )
-        except SQLAlchemyError:
+        except (SQLAlchemyError, ServiceUnavailable):
             log.warning("claiming webhook deliveries failed; will retry", exc_info=True)
             self._stopping.wait(self.settings.webhook_poll_interval_s)
             return []

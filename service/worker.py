@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import Registry
 from service.progress import cancel_requested, renew_leases, write_progress
+from service.prune import prune
 from service.retry import RetryStrategy
 from service.store import payload_to_file, utcnow
 
@@ -287,7 +289,7 @@ class Worker:
                 with writing(self.engine) as conn:
                     row = outcome.save(conn, attempt, now=utcnow(), **args)
                 break
-            except SQLAlchemyError:
+            except (SQLAlchemyError, ServiceUnavailable):
                 if time.monotonic() > deadline:
                     log.exception("job %s: could not save its outcome", attempt.job_id)
                     return None
@@ -321,6 +323,7 @@ class Worker:
     def _monitor_loop(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_s
         next_rescue = time.monotonic() + self.settings.rescue_interval_s
+        next_prune = time.monotonic() + self.settings.prune_interval_s
         while not self._monitor_stop.wait(self.settings.progress_interval_s):
             running = self._snapshot()
             try:
@@ -331,7 +334,10 @@ class Worker:
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.settings.rescue_interval_s
                     self._rescue()
-            except SQLAlchemyError:
+                if self.settings.prune_after_s and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.settings.prune_interval_s
+                    self._prune(self.settings.prune_after_s)
+            except (SQLAlchemyError, ServiceUnavailable):
                 log.warning("monitor: database error; will retry", exc_info=True)
             except FramejobsError as exc:
                 log.warning("monitor: %s", exc.detail)
@@ -381,6 +387,11 @@ class Worker:
             if item.attempt.job_id not in held:
                 log.warning("job %s: lease lost; stopping it", item.attempt.job_id)
                 item.handle.interrupt("shutdown")
+
+    def _prune(self, after_s: float) -> None:
+        deleted = prune(self.engine, before=utcnow() - timedelta(seconds=after_s))
+        if deleted:
+            log.info("pruned %d finished job(s)", deleted)
 
     def _rescue(self) -> None:
         with writing(self.engine) as conn:

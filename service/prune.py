@@ -1,0 +1,48 @@
+"""Retention: delete finished jobs older than a cutoff, with their payloads, events
+and webhook deliveries, in small batches so no transaction grows large."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from service.db import writing
+from service.models import job_table
+from service.schemas import TERMINAL
+from service.store import delete_job
+
+J = job_table.c
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not match:
+        raise ValueError(f"not an age: {text!r} (try 7d, 12h, 30m)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:
+    """Delete jobs that ended before ``before``; returns how many."""
+    total = 0
+    while True:
+        with writing(engine) as conn:
+            ids = (
+                conn.execute(
+                    sa.select(J.id)
+                    .where(J.status.in_(sorted(TERMINAL)), J.finished_at < before)
+                    .order_by(J.finished_at)
+                    .limit(batch)
+                )
+                .scalars()
+                .all()
+            )
+            for job_id in ids:
+                delete_job(conn, job_id)
+        total += len(ids)
+        if len(ids) < batch:
+            return total
