@@ -1,6 +1,6 @@
 """Claiming due jobs, and rescuing jobs whose worker vanished.
 
-The claim is one statement: a sub-select picks due queued jobs in priority order
+The claim is one statement: a CTE picks due queued jobs in priority order
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers instead) and
 the UPDATE marks them running with worker, attempt + 1 and lease, RETURNING them.
 """
@@ -60,9 +60,13 @@ def claim(
     )
     if pipelines is not None:
         due = due.where(J.pipeline.in_(sorted(pipelines)))
+    # A CTE, not `id IN (sub-select)`: PostgreSQL may run such a sub-select once per
+    # row, and with SKIP LOCKED every run can pick other rows, so the UPDATE could
+    # claim far more than `limit` jobs. The CTE is evaluated once.
+    picked = due.cte("due")
     stmt = (
         job_table.update()
-        .where(J.id.in_(due.scalar_subquery()), J.status == "queued")
+        .where(J.id == picked.c.id, J.status == "queued")
         .values(
             status="running",
             worker_id=worker,

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=10.0, gt=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
     rescue_interval_s: float = Field(default=5.0, gt=0)
+    rescue_dead_local: bool = True
     progress_interval_s: float = Field(default=0.25, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
 

@@ -31,9 +31,10 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    picked = due.cte("due")  # evaluated once (see claim.claim for why not IN (...))
     stmt = (
         delivery_table.update()
-        .where(D.id.in_(due.scalar_subquery()), D.status == "pending", free)
+        .where(D.id == picked.c.id, D.status == "pending", free)
         .values(claimed_by=dispatcher, claimed_until=now + timedelta(seconds=hold_s))
         .returning(delivery_table)
     )

@@ -383,6 +383,7 @@ class Worker:
             held = renew_leases(
                 conn, worker=self.id, jobs=jobs, now=utcnow(), lease_s=self.settings.lease_s
             )
+        log.debug("heartbeat: renewed %s of %s", sorted(held), [j for j, _ in jobs])
         for item in running:
             if item.attempt.job_id not in held:
                 log.warning("job %s: lease lost; stopping it", item.attempt.job_id)
@@ -395,9 +396,11 @@ class Worker:
 
     def _rescue(self) -> None:
         with writing(self.engine) as conn:
-            dead = claiming.dead_local_workers(
-                claiming.running_workers(conn), mine=Worker._live_ids
-            )
+            dead = frozenset[str]()
+            if self.settings.rescue_dead_local:
+                dead = claiming.dead_local_workers(
+                    claiming.running_workers(conn), mine=Worker._live_ids
+                )
             rescued = claiming.rescue(conn, now=utcnow(), dead_workers=dead)
         if rescued.requeued or rescued.failed:
             log.info("rescued jobs: requeued=%s failed=%s", rescued.requeued, rescued.failed)

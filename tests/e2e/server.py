@@ -43,17 +43,35 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / "server.log"
+        self.log_path = data_dir / f"process-{self.port}.log"
 
     def start(self, *args: str) -> Server:
+        self._spawn("serve", "--port", str(self.port), *args)
+        wait_for(self._ready, timeout=30, what="the server to be ready")
+        return self
+
+    def start_worker(self, *args: str) -> Server:
+        """Run ``framejobs worker`` instead (no HTTP); ready once it has logged."""
+        self._spawn("worker", *args)
+        return self
+
+    def _spawn(self, *command: str) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **FAST_ENV, **self.extra_env}
         env.update(FRAMEJOBS_DATA_DIR=str(self.data_dir), FRAMEJOBS_DATABASE_URL=self.database_url)
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), *args]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-        wait_for(self._ready, timeout=30, what="the server to be ready")
-        return self
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", *command], env=env, stdout=log, stderr=log
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
 
     def _ready(self) -> bool:
         assert self.process is not None

@@ -197,6 +197,7 @@ def test_claims_never_overlap(settings: Settings) -> None:
                 rows = claim.claim(conn, worker=f"w{n}", now=utcnow(), lease_s=30, limit=3)
             if not rows:
                 return
+            assert len(rows) <= 3  # never more than asked for (PostgreSQL sub-select trap)
             with lock:
                 claimed.extend(r["id"] for r in rows)
 

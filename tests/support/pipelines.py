@@ -66,9 +66,8 @@ def side_effect(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
             time.sleep(0.01)
     path = Path(ctx.params.log_dir) / f"{ctx.job_id}.{ctx.attempt}.{os.getpid()}"
     path.write_text("ran")
-    return pa.table(
-        {"job_id": [ctx.job_id], "rows": [frame.aggregate("count(*)").fetchall()[0][0]]}
-    )
+    rows = frame.aggregate("count(*)").fetchall()[0][0]
+    return pa.table({"job_id": [ctx.job_id], "rows": [rows], "pid": [os.getpid()]})
 
 
 class Point(BaseModel):
