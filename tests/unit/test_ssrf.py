@@ -4,6 +4,7 @@ resolver; nothing here opens a socket."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 
@@ -333,3 +334,21 @@ def test_bad_urls(url: str, needle: str) -> None:
 
 def test_refusal_is_a_422() -> None:
     assert UnsafeURL("x").status == 422
+
+
+def numeric_only(host: str, port: int) -> list[str]:
+    """The system's parsing of numeric host spellings, with lookups forbidden
+    (AI_NUMERICHOST): no DNS query can leave."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    return [str(info[4][0]) for info in infos]
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0x7f000001", "2130706433", "127.1", "0177.0.0.1", "0x7f.1", "0xa.0.0.1", "3232235777"],
+)
+def test_odd_numeric_spellings_are_judged_by_what_they_resolve_to(host: str) -> None:
+    """inet_aton forms (hex, octal, short, one number) are not ipaddress literals; they
+    go through the resolver and the address it gives is what is checked."""
+    with pytest.raises(UnsafeURL, match=r"is refused: (127\.0\.0\.1|10\.0\.0\.1|192\.168\.1\.1) "):
+        ssrf.check(f"http://{host}/hook", resolver=numeric_only)
