@@ -102,7 +102,8 @@ class ServerProcess:
 
     def start(self, **extra: str) -> ServerProcess:
         self.port = _free_port()
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)]
+        port = str(self.port)
+        command = [sys.executable, "-m", "service.cli", "serve", "--port", port, "--migrate"]
         with self.log_path.open("ab") as log:
             self.spawned = time.time()
             self.process = subprocess.Popen(
@@ -304,7 +305,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="FRAMEJOBS_WORKERS (default: the service's)"
     )
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--database-url", default=None, help="an empty database (default: a fresh SQLite file)"
+    )
     args = parser.parse_args()
     args.jobs = args.jobs or (200 if args.quick else 1000)
 
