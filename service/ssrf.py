@@ -43,6 +43,7 @@ _ALWAYS_REFUSED = tuple(
         "100::/64",  # discard
         "::/128",
         "::1/128",
+        "::/8",  # reserved by the IETF, incl. IPv4-compatible ::a.b.c.d
     )
 )
 

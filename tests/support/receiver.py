@@ -71,6 +71,10 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # headers then body are two small writes: without this the body waits ~40 ms
+            # for the sender's delayed ACK
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
