@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "req/s and latencies over all rounds; ratio = median of the per-round ratios"
     )
     show("API only (FRAMEJOBS_WORKERS=0: no job runs meanwhile)", run(0, sizes))
-    quick_sizes = {**sizes, "rounds": 1}
-    show("with the default in-process workers (2), running the jobs meanwhile", run(None, quick_sizes))
+    once = {**sizes, "rounds": 1}
+    show("with the default in-process workers (2), running the jobs meanwhile", run(None, once))
 
 
 if __name__ == "__main__":
