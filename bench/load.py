@@ -25,22 +25,28 @@ DEADLINE_S = 120.0
 
 @dataclass(frozen=True)
 class Call:
-    """What every request of a phase sends; ``paths`` are used in turn."""
+    """What every request of a phase sends; ``paths`` are used in turn, each with its
+    ``path_headers`` entry (if given) added to the common ``headers``."""
 
     method: str
     paths: tuple[str, ...]
     body: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
     expect: tuple[int, ...] = (200,)
+    path_headers: tuple[tuple[tuple[str, str], ...], ...] = ()
 
     def wire(self, host: str) -> list[bytes]:
         """The request bytes for each path."""
-        lines = [f"Host: {host}", *(f"{k}: {v}" for k, v in self.headers)]
-        if self.body is not None:
-            lines.append(f"Content-Length: {len(self.body)}")
-        head = "\r\n".join(lines)
         body = self.body or b""
-        return [f"{self.method} {p} HTTP/1.1\r\n{head}\r\n\r\n".encode() + body for p in self.paths]
+        requests = []
+        for index, path in enumerate(self.paths):
+            extra = self.path_headers[index] if self.path_headers else ()
+            lines = [f"Host: {host}", *(f"{k}: {v}" for k, v in (*self.headers, *extra))]
+            if self.body is not None:
+                lines.append(f"Content-Length: {len(body)}")
+            head = "\r\n".join(lines)
+            requests.append(f"{self.method} {path} HTTP/1.1\r\n{head}\r\n\r\n".encode() + body)
+        return requests
 
 
 @dataclass
