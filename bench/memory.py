@@ -38,6 +38,7 @@ def make_csv(path: Path, size: int) -> int:
     """Write about ``size`` bytes of CSV (DuckDB streams it to disk); returns rows."""
     rows = int(size / BYTES_PER_ROW)
     with duckdb.connect(":memory:") as db:
+        db.execute("set enable_progress_bar=false")
         db.execute(
             f"""copy (select (hash(i) % 1000000)::bigint as "userId",
                              (hash(i + {rows}) % 1000000) / 100.0 as amount
