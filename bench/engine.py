@@ -16,7 +16,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -114,12 +114,18 @@ def show(bare: list[float], jobs: list[dict[str, float]]) -> None:
         ("service: total, upload start -> completed seen", med["total"], med["total"] / base),
     ]
     print(f"   medians of {len(bare)} bare and {len(jobs)} service run(s)")
+    totals = _seconds(j["total"] for j in jobs)
+    print(f"   bare runs, s: {_seconds(bare)}; service totals, s: {totals}")
     table(("phase", "seconds", "x bare"), rows)
     print()
     print(f"  queued -> completed: {queued / base:.2f}x bare  {_verdict(queued / base)}")
     print(
         f"  total end to end:    {med['total'] / base:.2f}x bare  {_verdict(med['total'] / base)}"
     )
+
+
+def _seconds(values: Iterable[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
 
 
 def _verdict(ratio: float) -> str:
