@@ -99,6 +99,7 @@ def show(jobs: int, service: dict[str, Any], alone_s: float) -> None:
         ("measure", "value"),
         [
             ("jobs submitted (202)", service["submit"].done),
+            ("submits that failed", service["submit"].errors),
             ("jobs by final status", dict(statuses)),
             (
                 "submit phase: s / submits per s",
@@ -115,6 +116,12 @@ def show(jobs: int, service: dict[str, Any], alone_s: float) -> None:
     )
 
 
+def _check(service: dict[str, Any]) -> None:
+    submitted = service["submit"]
+    if submitted.errors:
+        print(f"  !! {submitted.errors} submit(s) failed, first: {submitted.first_error}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or "", argv)
     jobs = (QUICK if args.quick else FULL)["jobs"]
@@ -122,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     alone_s = engine_alone(min(jobs, 1000))
     service = run_service(jobs)
     show(jobs, service, alone_s * jobs / min(jobs, 1000))
+    _check(service)
 
 
 if __name__ == "__main__":

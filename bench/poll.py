@@ -24,6 +24,7 @@ from bench.report import (
     median_ratio,
     parse_args,
     pooled,
+    print_errors,
     table,
     verdict,
 )
@@ -57,7 +58,9 @@ def calls(jobs: list[tuple[str, str]]) -> dict[str, Call]:
 def show(results: dict[str, list[Result]]) -> None:
     names = list(results)
     baseline = results[names[0]]
-    table(LOAD_HEADERS, load_rows([pooled(n, results[n]) for n in names]))
+    rows = [pooled(n, results[n]) for n in names]
+    table(LOAD_HEADERS, load_rows(rows))
+    print_errors(rows)
     print()
     for name in names[1:]:
         ratio = median_ratio(results[name], baseline)

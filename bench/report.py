@@ -105,6 +105,13 @@ def load_rows(results: Sequence[Result]) -> list[list[object]]:
     ]
 
 
+def print_errors(results: Sequence[Result]) -> None:
+    """The first failure of each phase that had any (status or exception)."""
+    for r in results:
+        if r.errors:
+            print(f"  !! {r.name}: {r.errors} failed request(s), first: {r.first_error}")
+
+
 LOAD_HEADERS = (
     "phase",
     "ok",

@@ -22,6 +22,7 @@ from bench.report import (
     median_ratio,
     parse_args,
     pooled,
+    print_errors,
     table,
     verdict,
 )
@@ -73,7 +74,9 @@ def show(title: str, results: dict[str, list[Result]]) -> None:
     names = list(results)
     baseline = results[names[0]]
     print(f"\n  {title}")
-    table(LOAD_HEADERS, load_rows([pooled(n, results[n]) for n in names]))
+    rows = [pooled(n, results[n]) for n in names]
+    table(LOAD_HEADERS, load_rows(rows))
+    print_errors(rows)
     print()
     for name in names[1:]:
         ratio = median_ratio(results[name], baseline)
