@@ -1,0 +1,42 @@
+"""Every benchmark in turn (what ``make bench`` runs); ``--quick`` for smoke-test sizes.
+
+python -m bench.run_all [--quick]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from bench import drain, engine, memory, poll, submit
+from bench.report import parse_args
+
+BENCHMARKS: tuple[tuple[str, Callable[[Sequence[str] | None], None]], ...] = (
+    ("submit", submit.main),
+    ("poll", poll.main),
+    ("drain", drain.main),
+    ("engine", engine.main),
+    ("memory", memory.main),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(__doc__ or "", argv)
+    forwarded = ["--quick"] if args.quick else []
+    started = time.monotonic()
+    failed = []
+    for name, run in BENCHMARKS:
+        began = time.monotonic()
+        try:
+            run(forwarded)
+        except Exception as exc:  # one failing benchmark must not hide the others' figures
+            failed.append(name)
+            print(f"\n!! {name} failed: {type(exc).__name__}: {exc}")
+        print(f"   ({name}: {time.monotonic() - began:.0f} s)", flush=True)
+    print(f"\nall benchmarks: {time.monotonic() - started:.0f} s")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

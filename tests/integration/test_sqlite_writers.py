@@ -1,0 +1,69 @@
+"""SQLite write transactions of one process queue on a lock of their own rather than
+in SQLite's sleeping busy handler (service/db.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from service import db
+from service.config import Settings
+from service.db import make_engine, reading, writing
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(Settings(database_url=sqlite_url))
+    with writing(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
+    yield engine
+    engine.dispose()
+
+
+def test_a_write_transaction_holds_the_process_writer_lock(engine: Engine) -> None:
+    lock = db._WRITE_LOCKS[engine]
+    with writing(engine):
+        assert lock.locked()
+    assert not lock.locked()
+
+
+def test_a_failed_write_transaction_rolls_back_and_releases_the_lock(engine: Engine) -> None:
+    with pytest.raises(RuntimeError), writing(engine) as conn:
+        conn.exec_driver_sql("INSERT INTO scratch VALUES (1)")
+        raise RuntimeError("boom")
+    assert not db._WRITE_LOCKS[engine].locked()
+    with reading(engine) as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM scratch")).scalar() == 0
+
+
+def test_concurrent_writers_all_commit(engine: Engine) -> None:
+    errors: list[BaseException] = []
+
+    def write_many(base: int) -> None:
+        try:
+            for n in range(25):
+                with writing(engine) as conn:
+                    conn.exec_driver_sql("INSERT INTO scratch VALUES (?)", (base + n,))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write_many, args=(i * 100,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    with reading(engine) as conn:
+        assert conn.execute(sa.text("SELECT count(DISTINCT n) FROM scratch")).scalar() == 400
+
+
+def test_other_databases_get_no_process_lock() -> None:
+    engine = make_engine(Settings(database_url="postgresql+psycopg://u@127.0.0.1:1/none"))
+    try:
+        assert engine not in db._WRITE_LOCKS
+    finally:
+        engine.dispose()
