@@ -247,7 +247,7 @@ def test_local_input_copy_is_used_then_removed(settings: Settings) -> None:
             client,
             "sql",
             {"columns": {"a": [1, 2]}},
-            params={"query": "select sum(a) s from input"},
+            params={"query": "select sum(a)::bigint s from input"},
         )
         for job_id in (queued["id"], job["id"]):
             assert wait_status(client, job_id)["status"] == "completed"
