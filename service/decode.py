@@ -161,7 +161,16 @@ def json_frame_batches(
         columns = _columns_from_mapping(frame["columns"])
     else:
         columns = _columns_from_rows(frame["rows"], first_row=0)
+    if not columns and schema is not None:
+        # "rows": [] names no columns; with a model the frame is simply empty
+        yield _empty(schema), False
+        return
     yield _batch_from_columns(columns, schema, row_offset=0), False
+
+
+def _empty(schema: FrameSchema) -> pa.RecordBatch:
+    arrow = schema.arrow
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in arrow], schema=arrow)
 
 
 def _columns_from_mapping(columns: Any) -> dict[str, list[Any]]:
