@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from service import outbox
 from service.db import notify, reading
+from service.decode import StoredFrame
 from service.errors import InvalidInput
 from service.ids import looks_like_id
 from service.models import (
@@ -140,10 +141,12 @@ def delete_job(conn: Connection, job_id: str) -> None:
 # -- payloads ------------------------------------------------------------------------
 
 
-def write_payload(conn: Connection, job_id: str, kind: str, path: Path, chunk_bytes: int) -> int:
-    """Store a file in chunks inside the caller's transaction; returns the byte count."""
+def write_payload(
+    conn: Connection, job_id: str, kind: str, frame: StoredFrame, chunk_bytes: int
+) -> int:
+    """Store a frame's Parquet in chunks inside the caller's transaction; returns bytes."""
     total = 0
-    with path.open("rb") as handle:
+    with frame.open() as handle:
         seq = 0
         while chunk := handle.read(chunk_bytes):
             conn.execute(_INSERT_CHUNK, {"job_id": job_id, "kind": kind, "seq": seq, "data": chunk})
