@@ -50,7 +50,7 @@ _MEDIA_TYPES: dict[str, Format] = {
     "application/vnd.apache.arrow.stream": "arrow",
     "application/vnd.apache.arrow.file": "arrow",
 }
-_SUFFIXES: dict[str, Format] = {
+SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
@@ -87,8 +87,8 @@ def detect_format(content_type: str | None, filename: str | None) -> Format:
     if media in _MEDIA_TYPES:
         return _MEDIA_TYPES[media]
     suffix = Path(filename or "").suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
     raise UnsupportedMediaType(
         f"cannot tell the frame's format from content type {media or 'none'!r} and file "
         f"name {filename!r}; send text/csv, application/x-ndjson, "
