@@ -9,18 +9,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e import pg
-from tests.e2e.server import Server
 from tests.support import databases
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("controllable_pg"),
+]
 
 
 def _cluster(action: str) -> None:
@@ -42,30 +45,6 @@ def controllable_pg(pg_template: None) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-@pytest.fixture
-def pg_url(controllable_pg: None) -> Iterator[str]:
-    name = databases.clone_database()
-    try:
-        yield databases.sqlalchemy_url(name)
-    finally:
-        wait_for(databases.pg_available, timeout=60, what="PostgreSQL back")
-        databases.drop_database(name)
-
-
-@pytest.fixture
-def procs(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def make(**env: str) -> Server:
-        process = Server(tmp_path / "data", pg_url, **env)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
 
 
 def test_restart_postgres_with_500_jobs_in_flight(procs, pg_url: str, tmp_path: Path) -> None:
@@ -96,7 +75,7 @@ def test_restart_postgres_with_500_jobs_in_flight(procs, pg_url: str, tmp_path: 
         assert response.headers["retry-after"]
     finally:
         _cluster("start")
-    wait_for(databases.pg_available, timeout=60, what="PostgreSQL back")
+    databases.wait_until_available()
     engine = pg.engine_for(pg_url)
     try:
         wait_for(
