@@ -83,7 +83,7 @@ class Server:
             return False
 
     def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30, **kw)
+        return httpx.Client(base_url=self.base_url, **{"timeout": 30, **kw})
 
     def kill(self) -> None:
         assert self.process is not None
