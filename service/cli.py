@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
+import httpx
 import typer
 import uvicorn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from service import client as client_api
 from service.config import Settings
 from service.db import make_engine, upgrade
 from service.errors import ServiceUnavailable
@@ -117,6 +122,108 @@ def migrate() -> None:
     finally:
         engine.dispose()
     typer.echo("schema at head")
+
+
+ServerURL = Annotated[
+    str, typer.Option("--url", envvar="FRAMEJOBS_URL", help="The service's base URL.")
+]
+
+
+@app.command()
+def submit(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name (see GET /pipelines).")],
+    frame: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="CSV, NDJSON, Parquet or Arrow file."),
+    ],
+    url: ServerURL = "http://127.0.0.1:8000",
+    params: Annotated[str | None, typer.Option(help="Pipeline params as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result here when done.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Result format for --out.")] = "parquet",
+    wait: Annotated[
+        bool, typer.Option(help="Follow the job to its end with a progress bar.")
+    ] = True,
+) -> None:
+    """Upload a frame as a job; follow it with a progress bar; save the result."""
+    spec: dict[str, object] = {"pipeline": pipeline}
+    if params:
+        spec["params"] = json.loads(params)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        try:
+            job = client_api.submit_file(client, spec, frame)
+            typer.echo(f"job {job['id']} {job['status']}")
+            if not wait:
+                return
+            job = _follow_with_bar(client, job["id"])
+            if job["status"] != "completed":
+                error = job.get("error") or {}
+                typer.echo(f"job {job['id']} {job['status']}: {error.get('message', '')}", err=True)
+                raise typer.Exit(1)
+            if out is not None:
+                size = client_api.download(client, job["id"], fmt, out)
+                typer.echo(f"result: {job['result']['rows']} rows -> {out} ({size} bytes)")
+        except client_api.ClientError as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
+
+def _follow_with_bar(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("queued", total=100)
+
+        def show(job: dict[str, Any]) -> None:
+            progress = job.get("progress") or {}
+            percent = progress.get("percent") if isinstance(progress, dict) else None
+            done = 100 if job["status"] == "completed" else percent
+            bar.update(task, description=str(job["status"]), completed=done or 0)
+
+        return client_api.follow(client, job_id, show)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Look at and cancel jobs.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    url: ServerURL = "http://127.0.0.1:8000",
+    status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only jobs of this pipeline.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """The newest jobs, one line each."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for job in client_api.list_jobs(client, status=status, pipeline=pipeline, page_size=limit):
+            typer.echo(f"{job['id']}  {job['status']:<9}  {job['pipeline']}  {job['created_at']}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, url: ServerURL = "http://127.0.0.1:8000") -> None:
+    """One job as JSON."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        try:
+            typer.echo(json.dumps(client_api.job_of(client, job_id), indent=2))
+        except client_api.ClientError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, url: ServerURL = "http://127.0.0.1:8000") -> None:
+    """Cancel a job (queued: at once; running: it is interrupted)."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        try:
+            job = client_api.cancel(client, job_id)
+        except client_api.ClientError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(f"job {job['id']} {job['status']}")
 
 
 @app.command("prune")

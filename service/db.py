@@ -28,6 +28,7 @@ from service.config import Settings
 from service.errors import ServiceUnavailable
 
 _READONLY = "framejobs_readonly"
+_SINGLE = "single"
 _BUSY_TIMEOUT_S = 30  # as the busy_timeout below
 # SQLite has one writer at a time, and its busy handler makes a waiting writer sleep
 # (1, 2, 5 ... 100 ms) between tries, so under contention writers sleep while the lock
@@ -58,8 +59,10 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=20,
-        max_overflow=40,
+        # as many as the request threadpool (40) and the workers use at once: overflow
+        # connections are opened and closed per checkout, each paying for its PRAGMAs
+        pool_size=64,
+        max_overflow=32,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -73,8 +76,10 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        readonly = conn.get_execution_options().get(_READONLY, False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        mode = conn.get_execution_options().get(_READONLY, False)
+        if mode == _SINGLE:
+            return  # one statement: SQLite's implicit transaction is snapshot enough
+        conn.exec_driver_sql("BEGIN" if mode else "BEGIN IMMEDIATE")
 
     _WRITE_LOCKS[engine] = threading.Lock()
     return engine
@@ -101,11 +106,17 @@ def _writer_turn(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
-def reading(engine: Engine) -> Iterator[Connection]:
-    """One read-only transaction (deferred on SQLite, so readers never queue)."""
+def reading(engine: Engine, *, single: bool = False) -> Iterator[Connection]:
+    """One read-only transaction (deferred on SQLite, so readers never queue).
+
+    ``single``: the caller runs one statement only, which is atomic by itself; skip
+    the BEGIN/COMMIT round trips (the hot path of every poll)."""
+    options: dict[str, Any] = {_READONLY: _SINGLE if single else True}
+    if single and engine.dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
     with (
         _unavailable_on_disconnect(),
-        engine.connect().execution_options(**{_READONLY: True}) as conn,
+        engine.connect().execution_options(**options) as conn,
         conn.begin(),
     ):
         yield conn

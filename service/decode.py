@@ -7,7 +7,9 @@ Files are read batch by batch, so a large upload never sits whole in memory.
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
+import io
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +33,9 @@ from service.frames import (
 
 Format = Literal["csv", "ndjson", "parquet", "arrow"]
 BATCH_ROWS = 64 * 1024
-_CSV_BLOCK = 4 * 1024 * 1024
+# The reader holds a few blocks at once: 1 MiB keeps a large upload's memory low
+# (4 MiB cost ~200 MB more at the same speed); a single CSV row must fit in a block.
+_CSV_BLOCK = 1024 * 1024
 
 _MEDIA_TYPES: dict[str, Format] = {
     "text/csv": "csv",
@@ -46,7 +50,7 @@ _MEDIA_TYPES: dict[str, Format] = {
     "application/vnd.apache.arrow.stream": "arrow",
     "application/vnd.apache.arrow.file": "arrow",
 }
-_SUFFIXES: dict[str, Format] = {
+SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
@@ -62,10 +66,20 @@ _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 @dataclass(frozen=True)
 class StoredFrame:
-    path: Path
+    """A frame written as Parquet: to a file, or (small JSON frames) to memory."""
+
+    path: Path | None
     rows: int
     bytes: int
     columns: list[dict[str, Any]]
+    data: builtins.bytes | None = None  # (the field `bytes` shadows the type here)
+    schema: pa.Schema | None = None
+
+    def open(self) -> BinaryIO:
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return self.path.open("rb")
 
 
 def detect_format(content_type: str | None, filename: str | None) -> Format:
@@ -73,8 +87,8 @@ def detect_format(content_type: str | None, filename: str | None) -> Format:
     if media in _MEDIA_TYPES:
         return _MEDIA_TYPES[media]
     suffix = Path(filename or "").suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
     raise UnsupportedMediaType(
         f"cannot tell the frame's format from content type {media or 'none'!r} and file "
         f"name {filename!r}; send text/csv, application/x-ndjson, "
@@ -87,9 +101,11 @@ def write_frame(
     schema: FrameSchema | None,
     *,
     mode: Mode,
-    dest: Path,
+    dest: Path | None,
 ) -> StoredFrame:
-    """Conform each ``(batch, text_source)`` and write them to ``dest`` as Parquet."""
+    """Conform each ``(batch, text_source)`` and write them as Parquet: to ``dest``, or
+    to memory when ``dest`` is None (frames that arrived in memory anyway)."""
+    sink: Path | io.BytesIO = dest if dest is not None else io.BytesIO()
     writer: pq.ParquetWriter | None = None
     rows = 0
     try:
@@ -101,7 +117,7 @@ def write_frame(
             batch = storable_batch(batch, row_offset=rows)
             if writer is None:
                 _check_names(batch.schema)
-                writer = pq.ParquetWriter(dest, batch.schema)
+                writer = parquet_writer(sink, batch.schema)
             elif not batch.schema.equals(writer.schema, check_metadata=False):
                 raise InvalidFrame(
                     f"the frame's column types change at row {rows}: "
@@ -111,12 +127,30 @@ def write_frame(
             rows += batch.num_rows
         if writer is None:
             empty = schema.arrow if schema is not None else pa.schema([])
-            writer = pq.ParquetWriter(dest, empty)
+            writer = parquet_writer(sink, empty)
         arrow_schema = writer.schema
     finally:
         if writer is not None:
             writer.close()
-    return StoredFrame(dest, rows, dest.stat().st_size, columns_info(arrow_schema))
+    info = columns_info(arrow_schema)
+    if isinstance(sink, io.BytesIO):
+        data = sink.getvalue()
+        return StoredFrame(None, rows, len(data), info, data=data, schema=arrow_schema)
+    return StoredFrame(sink, rows, sink.stat().st_size, info, schema=arrow_schema)
+
+
+def parquet_writer(dest: Path | io.BytesIO, schema: pa.Schema) -> pq.ParquetWriter:
+    """Dictionary encoding only where it pays (text, bytes): for numbers it costs time
+    and usually space (measured on 10 M rows: 1.4 s -> 0.7 s, 126 -> 100 MB)."""
+    wordy = [
+        f.name
+        for f in schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_binary(f.type)
+        or pa.types.is_large_binary(f.type)
+    ]
+    return pq.ParquetWriter(dest, schema, use_dictionary=wordy)
 
 
 def _schema_text(schema: pa.Schema) -> str:
@@ -145,7 +179,16 @@ def json_frame_batches(
         columns = _columns_from_mapping(frame["columns"])
     else:
         columns = _columns_from_rows(frame["rows"], first_row=0)
+    if not columns and schema is not None:
+        # "rows": [] names no columns; with a model the frame is simply empty
+        yield _empty(schema), False
+        return
     yield _batch_from_columns(columns, schema, row_offset=0), False
+
+
+def _empty(schema: FrameSchema) -> pa.RecordBatch:
+    arrow = schema.arrow
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in arrow], schema=arrow)
 
 
 def _columns_from_mapping(columns: Any) -> dict[str, list[Any]]:

@@ -23,10 +23,9 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from service.config import Settings
-from service.decode import StoredFrame
+from service.decode import StoredFrame, parquet_writer
 from service.errors import (
     Interrupted,
     JobCancelled,
@@ -239,7 +238,7 @@ def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFra
     reader = _as_reader(result)
     rows = 0
     schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
-    with pq.ParquetWriter(path, schema) as writer:
+    with parquet_writer(path, schema) as writer:
         for batch in reader:
             handle.check_cancelled()
             writer.write_batch(storable_batch(batch, row_offset=rows))

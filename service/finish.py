@@ -69,7 +69,7 @@ def complete(
     row = _transition(conn, attempt, values)
     if row is not None:
         delete_payload(conn, attempt.job_id, "result")
-        write_payload(conn, attempt.job_id, "result", result.path, chunk_bytes)
+        write_payload(conn, attempt.job_id, "result", result, chunk_bytes)
     return row
 
 

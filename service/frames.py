@@ -40,6 +40,13 @@ class Column:
     type: pa.DataType
     nullable: bool
     required: bool
+    default: Any = None
+
+    def filler(self, rows: int) -> pa.Array:
+        """The column a frame without it gets: its default in every row."""
+        if self.default is None:
+            return pa.nulls(rows, self.type)
+        return pa.array([self.default] * rows, type=self.type)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,14 @@ def schema_of(model: type[BaseModel]) -> FrameSchema:
 def _column(name: str, field: FieldInfo) -> Column:
     arrow_type, nullable = arrow_type_of(field.annotation, field)
     aliases = tuple(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
-    return Column(name, aliases, arrow_type, nullable, field.is_required())
+    required = field.is_required()
+    default = None if required else field.get_default(call_default_factory=True)
+    column = Column(name, aliases, arrow_type, nullable, required, default)
+    try:
+        column.filler(1)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        raise TypeError(f"column {name!r}: its default {default!r} is not a {arrow_type}") from exc
+    return column
 
 
 def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.DataType, bool]:
@@ -166,7 +180,7 @@ def conform_batch(
     for column in schema.columns:
         source = by_name.get(column.name)
         if source is None:
-            arrays.append(pa.nulls(batch.num_rows, column.type))
+            arrays.append(column.filler(batch.num_rows))
             continue
         array = batch.column(source)
         arrays.append(_conform_column(array, column, mode, text_source, row_offset, problems))
@@ -192,7 +206,7 @@ def _match_columns(
         else:
             found[target] = index
     for column in schema.columns:
-        if column.name not in found and (column.required or not column.nullable):
+        if column.name not in found and column.required:
             label = column.aliases[0] if column.aliases else column.name
             problems.add(label, "missing column")
     return found

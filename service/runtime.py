@@ -59,7 +59,9 @@ class Runtime:
             listener = Listener(settings.database_url, hub)
             listener.start()
         metrics = Metrics(engine)
-        services = Services(engine, settings, registry, engines, hub, metrics, resolver)
+        services = Services(
+            engine, settings, registry, engines, hub, metrics, resolver, keep_inputs=workers > 0
+        )
         worker = None
         if workers > 0:
             worker = Worker(

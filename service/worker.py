@@ -46,7 +46,9 @@ from service.pipelines import Registry
 from service.progress import cancel_requested, renew_leases, write_progress
 from service.prune import prune
 from service.retry import RetryStrategy
-from service.store import payload_to_file, utcnow
+from service.schemas import TERMINAL
+from service.store import live_jobs, payload_to_file, utcnow
+from service.submit import input_cache
 
 log = logging.getLogger("framejobs.worker")
 
@@ -216,7 +218,7 @@ class Worker:
                 self._running[job["id"]] = _Running(handle, attempt)
             if job["cancel_requested"]:
                 handle.interrupt("cancel")
-            input_path = payload_to_file(self.engine, job["id"], "input", workdir / "input.parquet")
+            input_path = self._input(job, workdir)
             result = run_pipeline(
                 self.engines,
                 handle,
@@ -259,6 +261,14 @@ class Worker:
         self.metrics.finished.labels(pipeline, status).inc()
         self.metrics.run_seconds.labels(pipeline).observe(seconds)
 
+    def _input(self, job: RowMapping, workdir: Path) -> Path:
+        """The local copy submit left here when its size matches the stored payload
+        (payloads never change), else a fresh copy out of the database."""
+        cached = input_cache(self.settings, job["id"])
+        if cached.exists() and cached.stat().st_size == job["input_bytes"]:
+            return cached
+        return payload_to_file(self.engine, job["id"], "input", workdir / "input.parquet")
+
     def _after_error(self, job: RowMapping, exc: JobError) -> Outcome:
         name, message = type(exc).__name__, exc.detail
         if isinstance(exc, JobCancelled):
@@ -295,6 +305,8 @@ class Worker:
                     return None
                 log.warning("job %s: saving the outcome failed; retrying", attempt.job_id)
                 time.sleep(0.5)
+        if row is None or row["status"] in TERMINAL:
+            input_cache(self.settings, attempt.job_id).unlink(missing_ok=True)
         if row is None:
             log.warning("job %s: lease lost before the outcome was saved", attempt.job_id)
         elif row["status"] == "queued":
@@ -334,6 +346,7 @@ class Worker:
                 if time.monotonic() >= next_rescue:
                     next_rescue = time.monotonic() + self.settings.rescue_interval_s
                     self._rescue()
+                    self._sweep_inputs()
                 if self.settings.prune_after_s and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.settings.prune_interval_s
                     self._prune(self.settings.prune_after_s)
@@ -393,6 +406,18 @@ class Worker:
         deleted = prune(self.engine, before=utcnow() - timedelta(seconds=after_s))
         if deleted:
             log.info("pruned %d finished job(s)", deleted)
+
+    def _sweep_inputs(self) -> None:
+        """Drop local input copies of jobs that ended elsewhere or were deleted."""
+        folder = self.settings.spool_dir / "inputs"
+        files = {p.stem: p for p in folder.glob("*.parquet")} if folder.exists() else {}
+        if not files:
+            return
+        with reading(self.engine) as conn:
+            live = live_jobs(conn, list(files))
+        for job_id, path in files.items():
+            if job_id not in live:
+                path.unlink(missing_ok=True)
 
     def _rescue(self) -> None:
         with writing(self.engine) as conn:

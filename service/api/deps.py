@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from service.submit import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async on purpose: a plain def would cost every request a trip to the threadpool."""
     services: Services = request.app.state.services
     return services
 

@@ -49,7 +49,7 @@ def etag(row: RowMapping) -> str:
 
 
 def _read_job(services: Services, job_id: str) -> RowMapping:
-    with reading(services.engine) as conn:
+    with reading(services.engine, single=True) as conn:
         return control.require_job(conn, job_id)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.server import Server
+from tests.support import databases
 
 
 @pytest.fixture
@@ -22,3 +23,29 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_template: None) -> Iterator[str]:
+    """A fresh PostgreSQL database cloned from the migrated template."""
+    name = databases.clone_database()
+    try:
+        yield databases.sqlalchemy_url(name)
+    finally:
+        databases.wait_until_available()
+        databases.drop_database(name)
+
+
+@pytest.fixture
+def procs(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Server]]:
+    """``framejobs serve``/``worker`` processes on the test's PostgreSQL database."""
+    started: list[Server] = []
+
+    def make(**env: str) -> Server:
+        process = Server(tmp_path / "data", pg_url, **env)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()

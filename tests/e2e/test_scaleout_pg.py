@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,38 +19,12 @@ from service.db import reading
 from service.models import event_table, job_table
 from tests.e2e import pg
 from tests.e2e.server import Server
-from tests.support import databases
 from tests.support.jobs import wait_status
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-@pytest.fixture
-def pg_url(pg_template: None) -> Iterator[str]:
-    name = databases.clone_database()
-    try:
-        yield databases.sqlalchemy_url(name)
-    finally:
-        databases.drop_database(name)
-
-
-@pytest.fixture
-def procs(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def make(**env: str) -> Server:
-        process = Server(tmp_path / "data", pg_url, **env)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        if process.process is not None and process.process.poll() is None:
-            process.signal(signal.SIGCONT)
-        process.stop()
 
 
 def _side_effect(log_dir: Path, seconds: float = 0.0) -> dict:
@@ -152,7 +125,8 @@ def test_kill9_workers_at_random_moments(procs, pg_url: str, tmp_path: Path) -> 
         engine.dispose()
     assert rescues, "no job was caught mid-run"
     delays = [(r - max(k for k in kills if k <= r)).total_seconds() for r in rescues]
-    assert max(delays) <= 2 + 0.5 + 0.25 + 0.5, delays  # lease + heartbeat + rescue tick + slack
+    # lease + heartbeat + rescue tick, plus slack for a busy 2-core machine
+    assert max(delays) <= 2 + 0.5 + 0.25 + 1.5, delays
 
 
 def _rescue_times(engine: sa.Engine, ids: list[str]) -> list[datetime]:
@@ -180,16 +154,18 @@ def test_paused_worker_cannot_overwrite_the_new_result(procs, pg_url: str, tmp_p
         job = client.post("/jobs", json=_side_effect(log_dir, seconds=3)).json()
         running = wait_status(client, job["id"], "running")
         paused.signal(signal.SIGSTOP)
-        taker = procs(**env).start_worker("--concurrency", "1")
-        done = wait_status(client, job["id"], "completed", timeout=30)
+        try:
+            taker = procs(**env).start_worker("--concurrency", "1")
+            done = wait_status(client, job["id"], "completed", timeout=30)
+        finally:
+            paused.signal(signal.SIGCONT)
         assert done["attempt"] == 2 and running["attempt"] == 1
-        paused.signal(signal.SIGCONT)
         result_before = client.get(f"/jobs/{job['id']}/result").json()["rows"]
-        # give the woken worker its chance to (wrongly) finish: it must find itself fenced
+        # the woken worker tries to finish its stale attempt: it must be fenced off
         wait_for(
-            lambda: "lease lost" in paused.log() or "lease" in paused.log(),
+            lambda: "lease lost before the outcome was saved" in paused.log(),
             timeout=15,
-            what="the paused worker to notice",
+            what="the paused worker's finish to be refused",
         )
         final = client.get(f"/jobs/{job['id']}").json()
         assert final["status"] == "completed" and final["attempt"] == 2

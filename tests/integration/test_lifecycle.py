@@ -235,3 +235,33 @@ def test_worker_leaves_jobs_of_pipelines_it_lacks(settings: Settings) -> None:
         known = submit(api, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})
         assert wait_status(other, known["id"])["status"] == "completed"
         assert api.get(f"/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_local_input_copy_is_used_then_removed(settings: Settings) -> None:
+    inputs = settings.spool_dir / "inputs"
+    with TestClient(create_app(settings, workers=0)) as api:
+        queued = submit(api, "billing_rollup", {"columns": {"userId": [5], "amount": [2.0]}})
+    assert not inputs.exists() or not any(inputs.iterdir())  # API only: nothing kept
+    with TestClient(create_app(settings)) as client:
+        job = submit(
+            client,
+            "sql",
+            {"columns": {"a": [1, 2]}},
+            params={"query": "select sum(a)::bigint s from input"},
+        )
+        for job_id in (queued["id"], job["id"]):
+            assert wait_status(client, job_id)["status"] == "completed"
+        assert client.get(f"/jobs/{job['id']}/result").json()["rows"] == [{"s": 3}]
+        assert client.get(f"/jobs/{queued['id']}/result").json()["rows"][0]["total"] == 2.0
+        wait_for(lambda: not any(inputs.iterdir()), timeout=5, what="local copies removed")
+
+
+def test_a_stale_local_copy_is_not_trusted(settings: Settings) -> None:
+    with TestClient(create_app(settings, workers=0)) as api:
+        job = submit(api, "billing_rollup", {"columns": {"userId": [5], "amount": [2.0]}})
+    folder = settings.spool_dir / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job['id']}.parquet").write_bytes(b"not the input")  # wrong size: ignored
+    with TestClient(create_app(settings)) as client:
+        assert wait_status(client, job["id"])["status"] == "completed"
+        assert client.get(f"/jobs/{job['id']}/result").json()["rows"][0]["total"] == 2.0

@@ -35,6 +35,12 @@ def require_pg() -> None:
     pytest.skip(message)
 
 
+def wait_until_available(timeout: float = 60.0) -> None:
+    from tests.support.waiting import wait_for
+
+    wait_for(pg_available, timeout=timeout, interval=0.2, what="PostgreSQL to accept connections")
+
+
 def sqlalchemy_url(dbname: str) -> str:
     url = sa.make_url(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://", 1))
     return url.set(database=dbname).render_as_string(hide_password=False)

@@ -307,3 +307,45 @@ def test_storable_refuses_what_has_no_exact_home() -> None:
         lambda: storable_batch(pa.RecordBatch.from_pydict({"d": durations}), row_offset=10)
     )
     assert errors[0]["column"] == "d" and errors[0]["rows"] == [11]
+
+
+def test_missing_columns_take_the_model_defaults() -> None:
+    from pydantic import BaseModel, Field
+
+    from service.frames import conform_batch, schema_of
+
+    class WithDefaults(BaseModel):
+        a: int
+        b: int = 7
+        c: str | None = None
+        d: list[int] = Field(default_factory=list)
+
+    batch = pa.record_batch({"a": [1, 2]})
+    out = conform_batch(
+        batch, schema_of(WithDefaults), mode="strict", text_source=False, row_offset=0
+    )
+    assert out.to_pylist() == [
+        {"a": 1, "b": 7, "c": None, "d": []},
+        {"a": 2, "b": 7, "c": None, "d": []},
+    ]
+
+
+def test_a_default_that_does_not_fit_its_column_is_refused_at_declaration() -> None:
+    from pydantic import BaseModel
+
+    from service.frames import schema_of
+
+    class Bad(BaseModel):
+        x: int = "zz"  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match="default"):
+        schema_of(Bad)
+
+
+def test_empty_rows_frame_has_the_model_columns() -> None:
+    from service.decode import json_frame_batches
+    from service.frames import schema_of
+    from service.pipelines.examples import BillingRow
+
+    ((batch, _),) = list(json_frame_batches({"rows": []}, schema_of(BillingRow)))
+    assert batch.num_rows == 0 and batch.schema.names == ["user_id", "amount"]

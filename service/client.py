@@ -1,0 +1,92 @@
+"""A small HTTP client for the ``framejobs submit`` and ``framejobs jobs`` commands."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.decode import SUFFIXES
+
+TERMINAL = {"completed", "failed", "cancelled"}
+_MEDIA = {
+    "csv": "text/csv",
+    "ndjson": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+
+
+class ClientError(Exception):
+    """The service refused a request; the message is its problem detail."""
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise ClientError(f"{response.status_code}: {detail}")
+    return response
+
+
+def submit_file(client: httpx.Client, spec: dict[str, Any], path: Path) -> dict[str, Any]:
+    fmt = SUFFIXES.get(path.suffix.lower())
+    media = _MEDIA.get(fmt or "", mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+    with path.open("rb") as handle:
+        response = client.post(
+            "/jobs", data={"spec": json.dumps(spec)}, files={"frame": (path.name, handle, media)}
+        )
+    body: dict[str, Any] = _check(response).json()
+    return body
+
+
+def events(client: httpx.Client, job_id: str) -> Iterator[dict[str, Any]]:
+    """The job as it changes, until it ends (server-sent events)."""
+    with client.stream("GET", f"/jobs/{job_id}/events", timeout=None) as response:
+        _check(response)
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                yield json.loads(line[6:])
+
+
+def follow(
+    client: httpx.Client, job_id: str, on_change: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for job in events(client, job_id):
+        last = job
+        on_change(job)
+    return last or job_of(client, job_id)
+
+
+def job_of(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = _check(client.get(f"/jobs/{job_id}")).json()
+    return body
+
+
+def download(client: httpx.Client, job_id: str, fmt: str, dest: Path) -> int:
+    size = 0
+    with client.stream("GET", f"/jobs/{job_id}/result", params={"format": fmt}) as response:
+        _check(response)
+        with dest.open("wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                size += len(chunk)
+    return size
+
+
+def list_jobs(client: httpx.Client, **filters: Any) -> list[dict[str, Any]]:
+    params = {k: v for k, v in filters.items() if v is not None}
+    items: list[dict[str, Any]] = _check(client.get("/jobs", params=params)).json()["items"]
+    return items
+
+
+def cancel(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = _check(client.post(f"/jobs/{job_id}/cancel")).json()
+    return body

@@ -1,0 +1,61 @@
+"""The client commands against a real server: submit with a progress bar, jobs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e.server import Server
+
+
+def _cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "service.cli", *args, "--url", server.base_url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_submit_follows_and_saves_the_result(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = server_factory().start()
+    frame = tmp_path / "bills.csv"
+    frame.write_text("userId,amount\n1,2.5\n2,3\n1,1\n")
+    out = tmp_path / "totals.csv"
+    done = _cli(
+        server, "submit", "billing_rollup", str(frame), "--out", str(out), "--format", "csv"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "completed" in done.stdout + done.stderr
+    assert out.read_text().splitlines() == ['"user_id","total","n"', "1,3.5,2", "2,3,1"]
+    listed = _cli(server, "jobs", "list")
+    assert listed.returncode == 0 and "billing_rollup" in listed.stdout
+
+
+def test_submit_reports_refusals_and_failures(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = server_factory().start()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("userId,amount\n1,x\n")
+    refused = _cli(server, "submit", "billing_rollup", str(bad))
+    assert refused.returncode == 2 and "422" in refused.stderr
+    frame = tmp_path / "a.csv"
+    frame.write_text("a\n1\n")
+    failed = _cli(server, "submit", "boom", str(frame))
+    assert failed.returncode == 1 and "failed" in failed.stderr
+
+
+def test_jobs_show_and_cancel(server_factory: Callable[..., Server], tmp_path: Path) -> None:
+    server = server_factory(FRAMEJOBS_WORKERS="0").start()
+    frame = tmp_path / "a.csv"
+    frame.write_text("a\n1\n")
+    queued = _cli(
+        server, "submit", "sql", str(frame), "--params", '{"query": "select 1"}', "--no-wait"
+    )
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.split()[1]
+    assert '"status": "queued"' in _cli(server, "jobs", "show", job_id).stdout
+    assert _cli(server, "jobs", "cancel", job_id).stdout.strip() == f"job {job_id} cancelled"
+    assert _cli(server, "jobs", "cancel", job_id).returncode == 2
+    assert _cli(server, "jobs", "show", "nope").returncode == 2
