@@ -62,6 +62,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="slots per worker process")
     parser.add_argument("--processes", default="1,2,4", help="worker process counts")
     parser.add_argument("--jobs", type=int, default=None, help="override the job count")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="FRAMEJOBS_X=V",
+        help="an extra setting for the worker processes (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -172,14 +179,16 @@ def _last_json(proc: pg.Proc) -> dict[str, float]:
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
-def run_service(seed: str, processes: int, jobs: int, concurrency: int) -> Run:
+def run_service(
+    seed: str, processes: int, jobs: int, concurrency: int, extra: dict[str, str]
+) -> Run:
     with (
         pg.database("drain_svc", template=seed) as name,
         temp_dir() as tmp,
         pg.processes() as procs,
         psycopg.connect(pg.libpq_url(name), autocommit=True) as conn,
     ):
-        env = pg.framejobs_env(pg.sqlalchemy_url(name), tmp / "data")
+        env = pg.framejobs_env(pg.sqlalchemy_url(name), tmp / "data", extra)
         command = pg.framejobs_command("worker", "--concurrency", str(concurrency))
         started = time.monotonic()
         for i in range(processes):
@@ -262,11 +271,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "vs raw claim+complete loops",
         args.quick,
     )
+    extra = dict(item.split("=", 1) for item in args.worker_env)
+    if extra:
+        print(f"   worker settings: {extra}")
     runs: list[Run] = []
     with seeded(jobs) as seed:
         for n in counts:
             runs.append(run_raw(seed, n, jobs))
-            runs.append(run_service(seed, n, jobs, args.concurrency))
+            runs.append(run_service(seed, n, jobs, args.concurrency, extra))
             print(
                 f"   ... {n} process(es): raw {runs[-2].rate:,.0f} jobs/s, "
                 f"service {runs[-1].rate:,.0f} jobs/s",
