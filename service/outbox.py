@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy.engine import Connection, RowMapping
 
+from service.db import notify
 from service.ids import new_id
 from service.models import delivery_table, job_table
 from service.schemas import TERMINAL, job_body
@@ -25,6 +26,9 @@ def on_status(conn: Connection, row: RowMapping) -> RowMapping:
     row = _set_state(conn, row["id"], "pending" if wanted else "skipped")
     if wanted:
         _insert_delivery(conn, row, event)
+        # wakes the dispatchers of other processes (PostgreSQL NOTIFY, sent at commit);
+        # a job that ends without a webhook to send wakes none of them
+        notify(conn, f"deliveries:{row['id']}:pending")
     return row
 
 

@@ -1,8 +1,10 @@
 """PostgreSQL LISTEN: turns other processes' NOTIFYs into this process's wake-ups.
 
 Payloads are ``kind:job_id:status``: ``job`` (a job changed; ``queued`` means work
-for workers, a final state may mean a webhook to send), ``cancel`` (stop that job if
-it runs here), ``deliveries`` (a webhook is due). Polling stays as the fallback, and
+for workers), ``cancel`` (stop that job if it runs here), ``deliveries`` (a webhook
+delivery was queued or re-queued: wake the dispatcher). A job that ends without a
+webhook wakes no dispatcher: with N processes, waking every dispatcher on every final
+state cost N delivery claims (write transactions) per job. Polling stays as the fallback, and
 after a reconnect everything is woken once to catch up on what was missed.
 """
 
@@ -16,7 +18,6 @@ import sqlalchemy as sa
 
 from service.db import CHANNEL
 from service.notify import Hub
-from service.schemas import TERMINAL
 
 log = logging.getLogger("framejobs.listen")
 
@@ -33,8 +34,6 @@ def route(hub: Hub, payload: str) -> None:
         hub.job_changed(job_id)
         if status == "queued":
             hub.work_available()
-        elif status in TERMINAL:
-            hub.deliveries_due()
     elif kind == "cancel":
         hub.cancel_requested(job_id)
     elif kind == "deliveries":

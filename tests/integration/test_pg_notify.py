@@ -1,0 +1,93 @@
+"""LISTEN/NOTIFY wake-ups on PostgreSQL: which notifications wake which component."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.db import CHANNEL
+from service.pglisten import conninfo, route
+from tests.conftest import fast_settings
+from tests.support import databases
+from tests.support.jobs import submit, wait_status
+
+
+class RecordingHub:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def job_changed(self, job_id: str) -> None:
+        self.calls.append(("job_changed", job_id))
+
+    def work_available(self, count: int = 1) -> None:
+        self.calls.append(("work_available", None))
+
+    def deliveries_due(self) -> None:
+        self.calls.append(("deliveries_due", None))
+
+    def cancel_requested(self, job_id: str) -> None:
+        self.calls.append(("cancel_requested", job_id))
+
+    def woken(self, what: str) -> int:
+        return sum(1 for name, _ in self.calls if name == what)
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled", "running"])
+def test_a_job_change_alone_wakes_no_dispatcher(status: str) -> None:
+    hub = RecordingHub()
+    route(hub, f"job:j1:{status}")  # type: ignore[arg-type]
+    assert hub.calls == [("job_changed", "j1")]
+
+
+def test_queued_wakes_workers_and_deliveries_wake_dispatchers() -> None:
+    hub = RecordingHub()
+    route(hub, "job:j1:queued")  # type: ignore[arg-type]
+    route(hub, "deliveries:j2:pending")  # type: ignore[arg-type]
+    assert hub.woken("work_available") == 1
+    assert hub.woken("deliveries_due") == 1
+
+
+@pytest.fixture
+def pg_url(pg_template: None) -> Iterator[str]:
+    name = databases.clone_database()
+    try:
+        yield databases.sqlalchemy_url(name)
+    finally:
+        databases.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_only_a_job_with_a_webhook_notifies_the_dispatchers(pg_url: str, tmp_path: Path) -> None:
+    settings = fast_settings(
+        pg_url,
+        tmp_path / "data",
+        webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
+        webhook_dispatch=False,  # nothing is sent: only the notifications matter here
+    )
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as listen:
+        listen.execute(f"LISTEN {CHANNEL}")
+        with TestClient(create_app(settings)) as client:
+            plain = submit(client, "sql", params={"query": "select count(*) from input"})
+            hooked = submit(
+                client,
+                "sql",
+                params={"query": "select count(*) from input"},
+                webhook={"url": "http://127.0.0.1:9/hook"},
+            )
+            for job in (plain, hooked):
+                assert wait_status(client, job["id"])["status"] == "completed"
+        payloads = [note.payload for note in listen.notifies(timeout=1.0)]
+    assert f"job:{plain['id']}:completed" in payloads
+    assert f"job:{hooked['id']}:completed" in payloads
+    deliveries = [p for p in payloads if p.startswith("deliveries:")]
+    assert deliveries == [f"deliveries:{hooked['id']}:pending"]
+    hub = RecordingHub()
+    for payload in payloads:
+        route(hub, payload)  # type: ignore[arg-type]
+    assert hub.woken("deliveries_due") == 1
