@@ -160,17 +160,35 @@ def delete_payload(conn: Connection, job_id: str, kind: str) -> None:
     conn.execute(payload_table.delete().where(p.job_id == job_id, p.kind == kind))
 
 
+def _chunk_query() -> sa.Select[bytes, bool]:
+    p, following = payload_table.c, payload_table.alias("following").c
+    more = sa.exists().where(
+        following.job_id == p.job_id, following.kind == p.kind, following.seq == p.seq + 1
+    )
+    return sa.select(p.data, more).where(
+        p.job_id == sa.bindparam("job_id"),
+        p.kind == sa.bindparam("kind"),
+        p.seq == sa.bindparam("seq"),
+    )
+
+
+# A chunk and whether another follows, in one statement: a payload of one chunk (the
+# usual small frame) is one read, not two (the second only to find nothing).
+_GET_CHUNK = _chunk_query()
+
+
 def payload_chunks(engine: Engine, job_id: str, kind: str) -> Iterator[bytes]:
-    """The stored file chunk by chunk, each read in its own short transaction."""
-    p = payload_table.c
+    """The stored file chunk by chunk, each read by a single statement of its own (no
+    transaction stays open between chunks)."""
     seq = 0
     while True:
-        with reading(engine) as conn:
-            query = sa.select(p.data).where(p.job_id == job_id, p.kind == kind, p.seq == seq)
-            chunk = conn.execute(query).scalar_one_or_none()
-        if chunk is None:
+        with reading(engine, single=True) as conn:
+            row = conn.execute(_GET_CHUNK, {"job_id": job_id, "kind": kind, "seq": seq}).first()
+        if row is None:
             return
-        yield bytes(chunk)
+        yield bytes(row[0])
+        if not row[1]:
+            return
         seq += 1
 
 
