@@ -20,6 +20,11 @@ from service.models import job_table
 from service.store import add_event
 
 J = job_table.c
+# Inline literals, not bound parameters: PostgreSQL can prove a partial index
+# (``WHERE status = 'queued'``) usable only from a literal, and once psycopg prepares
+# the statement, a generic plan with ``status = $1`` would scan the whole table.
+QUEUED = sa.literal_column("'queued'")
+RUNNING = sa.literal_column("'running'")
 
 
 def _host_identity() -> str:
@@ -53,7 +58,7 @@ def claim(
     never takes a job whose pipeline module it has not loaded."""
     due = (
         sa.select(J.id)
-        .where(J.status == "queued", J.run_after <= now)
+        .where(J.status == QUEUED, J.run_after <= now)
         .order_by(J.priority.desc(), J.run_after, J.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -99,7 +104,7 @@ def rescue(
     lost = J.lease_expires_at < now
     if dead_workers:
         lost = sa.or_(lost, J.worker_id.in_(dead_workers))
-    query = sa.select(J.id, J.attempt, J.max_attempts).where(J.status == "running", lost)
+    query = sa.select(J.id, J.attempt, J.max_attempts).where(J.status == RUNNING, lost)
     requeued: list[str] = []
     failed: list[str] = []
     for job_id, attempt, max_attempts in conn.execute(query).all():
@@ -137,7 +142,7 @@ def _rescue_one(conn: Connection, job_id: str, attempt: int, retry: bool, now: d
 
 
 def running_workers(conn: Connection) -> set[str]:
-    query = sa.select(J.worker_id).where(J.status == "running").distinct()
+    query = sa.select(J.worker_id).where(J.status == RUNNING).distinct()
     return {w for (w,) in conn.execute(query).all() if w}
 
 
