@@ -1,4 +1,5 @@
 """Every benchmark in turn (what ``make bench`` runs); ``--quick`` for smoke-test sizes.
+The PostgreSQL ones (``pg_*``) print why they skipped when the server is not reachable.
 
 python -m bench.run_all [--quick]
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from bench import drain, engine, memory, poll, submit
+from bench import drain, engine, memory, pg_claim, pg_drain, pg_wakeup, poll, submit, webhooks
 from bench.report import parse_args
 
 BENCHMARKS: tuple[tuple[str, Callable[[Sequence[str] | None], None]], ...] = (
@@ -17,6 +18,10 @@ BENCHMARKS: tuple[tuple[str, Callable[[Sequence[str] | None], None]], ...] = (
     ("drain", drain.main),
     ("engine", engine.main),
     ("memory", memory.main),
+    ("webhooks", webhooks.main),
+    ("pg_claim", pg_claim.main),
+    ("pg_wakeup", pg_wakeup.main),
+    ("pg_drain", pg_drain.main),
 )
 
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -295,7 +295,7 @@ def _check_rows(label: str, checked: Checked, n: int) -> list[tuple[str, str]]:
     ]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=None, help="an empty database (default: a fresh SQLite file)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.jobs = args.jobs or (200 if args.quick else 1000)
 
     receiver = ReceiverProcess()
