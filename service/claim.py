@@ -23,8 +23,8 @@ J = job_table.c
 # Inline literals, not bound parameters: PostgreSQL can prove a partial index
 # (``WHERE status = 'queued'``) usable only from a literal, and once psycopg prepares
 # the statement, a generic plan with ``status = $1`` would scan the whole table.
-QUEUED = sa.literal_column("'queued'")
-RUNNING = sa.literal_column("'running'")
+QUEUED: sa.ColumnElement[str] = sa.literal_column("'queued'", sa.String)
+RUNNING: sa.ColumnElement[str] = sa.literal_column("'running'", sa.String)
 
 
 def _host_identity() -> str:
