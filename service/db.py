@@ -111,7 +111,7 @@ def reading(engine: Engine, *, single: bool = False) -> Iterator[Connection]:
 
     ``single``: the caller runs one statement only, which is atomic by itself; skip
     the BEGIN/COMMIT round trips (the hot path of every poll)."""
-    options: dict[str, Any] = {_READONLY: _SINGLE if single else True}
+    options = read_only_options(single=single)
     if single and engine.dialect.name == "postgresql":
         options["isolation_level"] = "AUTOCOMMIT"
     with (
@@ -120,6 +120,11 @@ def reading(engine: Engine, *, single: bool = False) -> Iterator[Connection]:
         conn.begin(),
     ):
         yield conn
+
+
+def read_only_options(*, single: bool) -> dict[str, Any]:
+    """Execution options of a read-only connection (``single``: one statement)."""
+    return {_READONLY: _SINGLE if single else True}
 
 
 @contextmanager

@@ -6,12 +6,15 @@ import logging
 from dataclasses import dataclass
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from service.config import Settings
 from service.db import make_engine, schema_at_head, upgrade
 from service.dispatch import Dispatcher
 from service.errors import ServiceUnavailable
 from service.execute import Engines
+from service.loopread import Reader
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pglisten import Listener
@@ -60,7 +63,15 @@ class Runtime:
             listener.start()
         metrics = Metrics(engine)
         services = Services(
-            engine, settings, registry, engines, hub, metrics, resolver, keep_inputs=workers > 0
+            engine,
+            settings,
+            registry,
+            engines,
+            hub,
+            metrics,
+            resolver,
+            keep_inputs=workers > 0,
+            reader=_reader(engine),
         )
         worker = None
         if workers > 0:
@@ -90,7 +101,18 @@ class Runtime:
         if self.listener is not None:
             self.listener.stop()
         self.services.engines.close()
+        if self.services.reader is not None:
+            self.services.reader.close()
         self.services.engine.dispose()
+
+
+def _reader(engine: Engine) -> Reader:
+    reader = Reader(engine)
+    try:
+        reader.open()
+    except sa.exc.OperationalError:
+        log.warning("the event loop's read connection could not be opened yet; retrying later")
+    return reader
 
 
 def _dispatcher(services: Services, transport: httpx.BaseTransport | None) -> Dispatcher:

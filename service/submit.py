@@ -20,6 +20,7 @@ from service.decode import Format, StoredFrame, file_batches, json_frame_batches
 from service.errors import FramejobsError, IdempotencyMismatch, InvalidFrame, InvalidInput
 from service.execute import Engines
 from service.ids import new_id
+from service.loopread import Reader
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import Pipeline, Registry
@@ -50,6 +51,8 @@ class Services:
     checked: dict[tuple[str, str, str], None] = field(default_factory=dict)
     # Keep each committed input file on local disk for this process's own workers.
     keep_inputs: bool = False
+    # Reads for request handlers, on the event loop where that is safe (SQLite).
+    reader: Reader | None = None
 
 
 def submit(

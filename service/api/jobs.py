@@ -53,6 +53,13 @@ def _read_job(services: Services, job_id: str) -> RowMapping:
         return control.require_job(conn, job_id)
 
 
+async def read_job(services: Services, job_id: str) -> RowMapping:
+    """On the event loop when it can (SQLite), else in a worker thread."""
+    if services.reader is None:
+        return await anyio.to_thread.run_sync(_read_job, services, job_id)
+    return await services.reader.read(lambda conn: control.require_job(conn, job_id))
+
+
 @router.post(
     "/jobs",
     status_code=202,
@@ -133,7 +140,7 @@ async def get_job(
     if_none_match: Annotated[str | None, Header()] = None,
     wait: Annotated[float | None, Query(ge=0, le=300)] = None,
 ) -> Response:
-    row = await anyio.to_thread.run_sync(_read_job, services, job_id)
+    row = await read_job(services, job_id)
     known = if_none_match.strip() if if_none_match else None
     if wait and row["status"] not in TERMINAL and (known is None or known == etag(row)):
         row = await _wait_for_change(services, row, min(wait, services.settings.long_poll_max_s))
@@ -149,7 +156,7 @@ async def _wait_for_change(services: Services, row: RowMapping, wait: float) -> 
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             await waiter.wait(min(remaining, DB_POLL_S))
-            current = await anyio.to_thread.run_sync(_read_job, services, job_id)
+            current = await read_job(services, job_id)
             if current["version"] != version:
                 return current
         return row
