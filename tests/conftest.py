@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from service.api.app import create_app
 from service.config import Settings
-from service.db import make_engine, upgrade
+from service.db import make_engine, upgrade, writing
 from tests.support import databases
 
 TEST_PIPELINES = ["tests.support.pipelines"]
@@ -85,3 +86,13 @@ def api_only(settings: Settings) -> Iterator[TestClient]:
     """The API with no worker threads: jobs stay queued."""
     with TestClient(create_app(settings, workers=0)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def scratch_engine(sqlite_url: str) -> Iterator[Engine]:
+    """An engine on a migrated SQLite file with a one-column table ``scratch``."""
+    engine = make_engine(Settings(database_url=sqlite_url))
+    with writing(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
+    yield engine
+    engine.dispose()

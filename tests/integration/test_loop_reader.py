@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection, Engine
 
 from service.api.app import create_app
-from service.config import Settings
-from service.db import make_engine, writing
+from service.db import writing
 from service.loopread import Reader
 from service.submit import Services
 from tests.conftest import fast_settings
@@ -27,12 +26,8 @@ BODY = {"pipeline": "sql", "params": {"query": "select 1"}, "frame": {"columns":
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(Settings(database_url=sqlite_url))
-    with writing(engine) as conn:
-        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
-    yield engine
-    engine.dispose()
+def engine(scratch_engine: Engine) -> Engine:
+    return scratch_engine
 
 
 def count(conn: Connection) -> int:

@@ -4,7 +4,6 @@ in SQLite's sleeping busy handler (service/db.py)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -16,12 +15,8 @@ from service.db import make_engine, reading, writing
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(Settings(database_url=sqlite_url))
-    with writing(engine) as conn:
-        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
-    yield engine
-    engine.dispose()
+def engine(scratch_engine: Engine) -> Engine:
+    return scratch_engine
 
 
 def test_a_write_transaction_holds_the_process_writer_lock(engine: Engine) -> None:
