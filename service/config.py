@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=64 * 1024**2, gt=0)
     payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024)
 
+    # FULL: a commit (and so a 202) survives power loss; NORMAL: only a process crash.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     prune_after_s: float | None = Field(default=None, gt=0)
@@ -86,6 +88,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper_sync(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator(
         "pipelines",
