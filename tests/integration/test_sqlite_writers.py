@@ -62,3 +62,17 @@ def test_other_databases_get_no_process_lock() -> None:
         assert engine not in db._WRITE_LOCKS
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("setting", "level"), [(None, 2), ("normal", 1), ("FULL", 2)])
+def test_synchronous_level_follows_the_setting(
+    sqlite_url: str, setting: str | None, level: int
+) -> None:
+    """FULL (2) by default: a commit answered with a 202 survives a power loss."""
+    values = {} if setting is None else {"sqlite_synchronous": setting}
+    engine = make_engine(Settings(database_url=sqlite_url, **values))  # type: ignore[arg-type]
+    try:
+        with reading(engine) as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+    finally:
+        engine.dispose()
