@@ -12,6 +12,7 @@ import functools
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ SUFFIXES: dict[str, Format] = {
     ".ipc": "arrow",
     ".feather": "arrow",
 }
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -127,6 +129,7 @@ def write_frame(
             rows += batch.num_rows
         if writer is None:
             empty = schema.arrow if schema is not None else pa.schema([])
+            _check_names(empty)
             writer = parquet_writer(sink, empty)
         arrow_schema = writer.schema
     finally:
@@ -159,11 +162,30 @@ def _schema_text(schema: pa.Schema) -> str:
 
 def _check_names(schema: pa.Schema) -> None:
     names = schema.names
+    if not names:
+        raise InvalidFrame("the frame has no columns")
     if any(not n for n in names):
         raise InvalidFrame("every column needs a non-empty name")
+    for name in names:
+        _check_name_text(name)
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise InvalidFrame(f"duplicate column names: {dupes}")
+
+
+def _check_name_text(name: str) -> None:
+    if _CONTROL.search(name):
+        raise InvalidFrame(f"column name {name!r} holds a control character")
+    if not _encodable(name):
+        raise InvalidFrame(f"column name {name!r} is not valid Unicode (a lone surrogate)")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- JSON frames -------------------------------------------------------------------
@@ -179,7 +201,7 @@ def json_frame_batches(
         columns = _columns_from_mapping(frame["columns"])
     else:
         columns = _columns_from_rows(frame["rows"], first_row=0)
-    if not columns and schema is not None:
+    if frame.get("rows") == [] and schema is not None:
         # "rows": [] names no columns; with a model the frame is simply empty
         yield _empty(schema), False
         return
@@ -228,6 +250,8 @@ def _batch_from_columns(
     problems = FrameProblems()
     targets = _targets(schema)
     arrays: dict[str, pa.Array] = {}
+    for name in columns:
+        _check_name_text(name)
     for name, values in columns.items():
         array = _json_array(values, targets.get(name), name, row_offset, problems)
         if array is not None:
@@ -266,6 +290,14 @@ def _json_array(
         return pa.array(values, from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
+    except UnicodeEncodeError:
+        rows = [
+            i + offset
+            for i, v in enumerate(values)
+            if not _encodable(json.dumps(v, ensure_ascii=False))
+        ]
+        problems.add(name, "text is not valid Unicode (a lone surrogate such as \\ud800)", rows[:5])
+        return None
     if target is not None:
         # Mixed Python types: let the conform step judge each value against the target.
         try:
@@ -419,7 +451,7 @@ def _csv(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Record
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=convert,
         )
-        for batch in reader:
+        for batch in _or_empty(reader, reader.schema):
             yield _csv_text_values(batch, targets, rows), True
             rows += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -453,7 +485,7 @@ def _json_texts(
     for index, text in enumerate(texts):
         try:
             values.append(None if text is None else json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):
             values.append(None)
             bad.append(index + offset)
     if bad:
@@ -469,10 +501,11 @@ def _ndjson(handle: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.R
             continue
         try:
             rows.append(json.loads(line))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise InvalidFrame(
-                f"could not read NDJSON line {line_no + 1}: {exc}",
-                errors=[{"column": None, "rows": [first + len(rows)], "reason": str(exc)}],
+                f"could not read NDJSON line {line_no + 1}: {reason}",
+                errors=[{"column": None, "rows": [first + len(rows)], "reason": reason}],
             ) from exc
         if len(rows) >= BATCH_ROWS:
             yield _batch_from_columns(_columns_from_rows(rows, first), schema, first), False
@@ -486,7 +519,8 @@ def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
     del schema
     try:
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        batches = parquet.iter_batches(batch_size=BATCH_ROWS)
+        for batch in _or_empty(batches, parquet.schema_arrow):
             yield batch, False
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidFrame(f"could not read the Parquet file: {_first_line(exc)}") from exc
@@ -500,12 +534,23 @@ def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
             batches: Iterable[pa.RecordBatch] = reader
         except pa.ArrowInvalid:
             source.seek(0)
-            file_reader = pa.ipc.open_file(source)
-            batches = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
-        for batch in batches:
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        for batch in _or_empty(batches, reader.schema):
             yield batch, False
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidFrame(f"could not read the Arrow IPC data: {_first_line(exc)}") from exc
+
+
+def _or_empty(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The batches, or one empty batch of ``schema`` when there are none: a file with
+    a header (or a schema) and no rows is an empty frame, not one without columns."""
+    empty = True
+    for batch in batches:
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=schema)
 
 
 def _first_line(exc: Exception) -> str:

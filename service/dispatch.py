@@ -101,18 +101,27 @@ class Dispatcher:
             return []
 
     def _deliver(self, delivery: RowMapping) -> None:
+        at = utcnow()
         try:
-            at = utcnow()
             headers = self.signer.headers(delivery["id"], at, delivery["payload"])
             result = self.sender.send(delivery["url"], headers, delivery["payload"])
-            decision = self._decide(delivery, result)
-            self._record(delivery, result, decision, at)
-        except Exception:
+            self._record(delivery, result, self._decide(delivery, result), at)
+        except Exception as exc:
             log.exception("delivery %s: unexpected error", delivery["id"])
+            self._record_failure(delivery, exc, at)
         finally:
             with self._lock:
                 self._in_flight -= 1
             self.hub.deliveries_due()
+
+    def _record_failure(self, delivery: RowMapping, exc: Exception, at: datetime) -> None:
+        """Count it as a failed attempt, so that the retry schedule runs its course
+        instead of the same error coming back each time the claim expires."""
+        result = SendResult(None, None, f"internal error: {type(exc).__name__}: {exc}"[:500], 0.0)
+        try:
+            self._record(delivery, result, self._decide(delivery, result), at)
+        except Exception:
+            log.exception("delivery %s: the failed attempt could not be recorded", delivery["id"])
 
     def _decide(self, delivery: RowMapping, result: SendResult) -> Decision:
         if result.ok:

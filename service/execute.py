@@ -211,11 +211,12 @@ def run_pipeline(
         except duckdb.Error as exc:
             if handle.reason is not None:
                 raise handle.stop_error() from exc
-            raise PipelineError(_first_line(exc)) from exc
+            raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
         except Exception as exc:
             if handle.reason is not None:
                 raise handle.stop_error() from exc
-            raise PipelineError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            message = f"{type(exc).__name__}: {_first_line(exc)}"
+            raise PipelineError(_scrubbed(message, input_path, result_path)) from exc
         finally:
             handle.attach(None)
 
@@ -256,6 +257,13 @@ def _as_reader(result: Any) -> pa.RecordBatchReader:
     raise PipelineError(
         f"a pipeline must return a DuckDB relation or an Arrow table, not {type(result).__name__}"
     )
+
+
+def _scrubbed(message: str, *paths: Path) -> str:
+    """Job errors are shown to clients: no paths of this machine in them."""
+    for folder in {str(p.parent) for p in paths}:
+        message = message.replace(folder, "<job folder>")
+    return message.replace(str(Path.home()), "~")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -385,20 +385,41 @@ def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[in
 INTERVAL = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("nanoseconds", pa.int64())])
 
 
+# Levels of lists and structs a column may nest: Parquet readers give up at about 50
+# (their schema depth limit of 100 nodes), and no frame of this service needs 16.
+MAX_NESTING = 16
+
+
 def storable_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([pa.field(f.name, _storable_type(f.type, f.name), f.nullable) for f in schema])
+    return pa.schema(
+        [pa.field(f.name, _storable_type(f.type, f.name, 0), f.nullable) for f in schema]
+    )
 
 
-def _storable_type(kind: pa.DataType, name: str) -> pa.DataType:
+def _storable_type(kind: pa.DataType, name: str, depth: int) -> pa.DataType:
+    if depth > MAX_NESTING:
+        raise InvalidFrame(f"column {name!r} nests lists or structs more than {MAX_NESTING} deep")
     if pa.types.is_run_end_encoded(kind):
-        return _storable_type(kind.value_type, name)
+        return _storable_type(kind.value_type, name, depth)
+    if pa.types.is_dictionary(kind) and (depth > 0 or pa.types.is_nested(kind.value_type)):
+        return _storable_type(kind.value_type, name, depth)  # Parquet writes flat ones only
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         item = kind.value_field
-        child = item.with_type(_storable_type(item.type, name))
+        child = item.with_type(_storable_type(item.type, name, depth + 1))
         return pa.list_(child) if pa.types.is_list(kind) else pa.large_list(child)
     if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_storable_type(f.type, name)) for f in kind])
+        _check_fields(kind, name)
+        return pa.struct([f.with_type(_storable_type(f.type, name, depth + 1)) for f in kind])
     return _storable_scalar(kind, name)
+
+
+def _check_fields(kind: pa.StructType, name: str) -> None:
+    names = [f.name for f in kind]
+    if not names:
+        raise InvalidFrame(f"column {name!r}: a struct needs at least one field ({{}} has none)")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidFrame(f"column {name!r}: struct field names repeat: {repeated}")
 
 
 def _storable_scalar(kind: pa.DataType, name: str) -> pa.DataType:
@@ -428,7 +449,7 @@ def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBa
     for field, array in zip(schema, batch.columns, strict=True):
         try:
             arrays.append(_storable_array(array, field.type))
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             rows = _bad_cast_rows(array, field.type, row_offset)
             problems.add(field.name, f"cannot be stored exactly: {_short(exc)}", rows)
             arrays.append(pa.nulls(len(array), field.type))
@@ -439,6 +460,8 @@ def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBa
 def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_run_end_encoded(array.type):
         array = pc.run_end_decode(array)
+    if pa.types.is_dictionary(array.type) and not pa.types.is_dictionary(target):
+        array = array.dictionary_decode()
     if array.type == target:
         return array
     if _has_interval(array.type):

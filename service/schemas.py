@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import RowMapping
 
 Status = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -40,6 +40,17 @@ class JobSpec(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     validation: Literal["strict", "coerce"] | None = None
     webhook: WebhookSpec | None = None
+
+    @field_validator("run_after")
+    @classmethod
+    def _storable_time(cls, value: datetime | None) -> datetime | None:
+        """Stored in UTC: a time whose UTC reading falls off the calendar is refused."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("run_after is out of range once converted to UTC") from None
 
 
 class ColumnOut(BaseModel):

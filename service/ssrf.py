@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+import httpx
+
 from service.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -114,13 +116,23 @@ def check(
         reason = refusal(address, allow)
         if reason:
             raise UnsafeURL(f"the webhook host {host!r} is refused: {reason}")
+    _check_sendable(url)
     return Target(parts, host, port, addresses[0])
+
+
+def _check_sendable(url: str) -> None:
+    """What the system resolver reads, httpx may still refuse (``010.8.8.8``: octal
+    to one, a malformed address to the other); refuse it here rather than at send."""
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise UnsafeURL(f"the webhook URL is not valid: {exc}") from exc
 
 
 def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     try:
         found = resolver(host, port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: an empty or too long label
         raise UnsafeURL(f"the webhook host {host!r} does not resolve: {exc}") from exc
     addresses = []
     for text in found:

@@ -178,8 +178,8 @@ def _check_params(
     assert stored.schema is not None
     empty = stored.schema.empty_table()
     with engines.check_cursor() as cursor:
-        cursor.register("input", empty)
         try:
+            cursor.register("input", empty)
             pipeline.check_params(params, cursor)
         except FramejobsError:
             raise

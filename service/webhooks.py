@@ -82,7 +82,10 @@ class Sender:
             target = ssrf.check(url, allow=self.allow, resolver=self.resolver)
         except UnsafeURL as exc:
             return SendResult(None, None, f"refused: {exc.detail}", _ms(started))
-        request = self._pinned_request(url, target, headers, body)
+        try:
+            request = self._pinned_request(url, target, headers, body)
+        except (httpx.InvalidURL, ValueError) as exc:  # a failed attempt, recorded as such
+            return SendResult(None, None, f"invalid URL: {exc}", _ms(started))
         try:
             response = self.client.send(request, stream=True)
             try:

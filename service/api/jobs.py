@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,7 @@ from service.submit import Services, submit
 
 router = APIRouter(tags=["jobs"])
 DB_POLL_S = 0.5
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def job_response(
@@ -164,6 +166,14 @@ async def _wait_for_change(services: Services, row: RowMapping, wait: float) -> 
         services.hub.unsubscribe(job_id, waiter)
 
 
+def _event_cursor(last_event_id: str | None) -> int:
+    """The version a client has seen; anything but a plain decimal number counts as
+    none (``str.isdigit`` would also take "²" and numbers no column holds)."""
+    if last_event_id and _EVENT_ID.fullmatch(last_event_id.strip()):
+        return int(last_event_id)
+    return 0
+
+
 def _existing_job(job_id: str, services: ServicesDep) -> str:
     """Checked before an event stream starts, so a missing job is a 404, not an empty stream."""
     _read_job(services, job_id)
@@ -184,7 +194,7 @@ async def job_events(
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    cursor = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    cursor = _event_cursor(last_event_id)
     waiter = services.hub.subscribe(job_id)
     try:
         while not await request.is_disconnected():

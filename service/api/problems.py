@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import FramejobsError
 
@@ -78,7 +80,38 @@ def _unexpected(_: Request, exc: Exception) -> Response:
     return problem(500, "Internal error", "the server failed; it has been logged", slug="internal")
 
 
+class SafetyNet:
+    """Innermost catch-all: an unexpected error becomes one logged 500 problem and the
+    connection stays usable (Starlette's own last handler answers too, but re-raises to
+    the server, which logs the error a second time and drops the connection). A client
+    that went away while its body was read is not an error of ours."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            log.info("client went away during %s %s", scope["method"], scope["path"])
+        except Exception as exc:
+            if started:
+                raise  # too late for a problem: the server logs it and ends the body
+            await _unexpected(Request(scope), exc)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(SafetyNet)
     app.add_exception_handler(FramejobsError, _framejobs_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

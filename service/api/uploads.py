@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message
@@ -59,8 +60,11 @@ def parse_spec(raw: bytes | str, *, where: str) -> JobSpec:
         data = json.loads(raw)
     except ValueError as exc:
         raise InvalidInput(f"the {where} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput(f"the {where} nests JSON arrays or objects too deeply") from exc
     if not isinstance(data, dict):
         raise InvalidInput(f"the {where} must be a JSON object")
+    _check_text(data, where)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -71,6 +75,18 @@ def parse_spec(raw: bytes | str, *, where: str) -> JobSpec:
             f"the {where} is not a valid job: {errors[0]['field']}: {errors[0]['reason']}",
             errors=errors,
         ) from exc
+
+
+def _check_text(data: dict[str, Any], where: str) -> None:
+    """JSON may escape lone surrogates (``"\\ud800"``), which no database or Arrow
+    string can hold; the frame's own values are checked column by column later."""
+    rest = {k: v for k, v in data.items() if k != "frame"}
+    try:
+        json.dumps(rest, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"the {where} holds text that is not valid Unicode: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput(f"the {where} nests JSON arrays or objects too deeply") from exc
 
 
 async def read_json_submit(request: Request, limit: int) -> ParsedSubmit:
@@ -99,6 +115,10 @@ async def read_multipart_submit(request: Request, limit: int) -> ParsedSubmit:
         form = await _limited(request, limit).form(max_files=1, max_fields=8)
     except MultiPartException as exc:
         raise InvalidInput(f"the multipart body could not be read: {exc.message}") from exc
+    except HTTPException as exc:  # Starlette turns MultiPartException into a plain 400
+        if exc.status_code != 400:
+            raise
+        raise InvalidInput(f"the multipart body could not be read: {exc.detail}") from exc
     try:
         return await _from_form(form)
     except BaseException:

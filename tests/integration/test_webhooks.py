@@ -14,7 +14,8 @@ from standardwebhooks import Webhook
 
 from service.api.app import create_app
 from service.config import Settings
-from service.db import make_engine
+from service.db import make_engine, writing
+from service.models import delivery_table
 from service.secrets import stored_secret
 from tests.support.jobs import submit, wait_status
 from tests.support.receiver import Receiver
@@ -248,3 +249,24 @@ def test_secret_generated_once_and_never_in_the_api(settings: Settings, receiver
         assert stored_secret(engine) == secret
     finally:
         engine.dispose()
+
+
+def test_a_url_that_cannot_be_sent_to_fails_on_schedule(hook_settings: Settings) -> None:
+    """A stored URL httpx refuses (``010.8.8.8``: accepted by an older version's
+    submit check) is a failed attempt on the schedule, not an error that comes back
+    each time the claim expires with the delivery pending forever."""
+    quiet = hook_settings.model_copy(update={"webhook_dispatch": False})
+    with TestClient(create_app(quiet)) as client:
+        job = submit(client, "billing_rollup", FRAME, webhook={"url": "http://127.0.0.1:9/hook"})
+        wait_status(client, job["id"])
+    engine = make_engine(hook_settings)
+    try:
+        with writing(engine) as conn:
+            conn.execute(delivery_table.update().values(url="http://010.8.8.8/hook"))
+    finally:
+        engine.dispose()
+    with TestClient(create_app(hook_settings)) as client:
+        final = _settled(client, job["id"], "failed")
+        log = _deliveries(client, job["id"])[0]["attempt_log"]
+    assert final["webhook"]["attempts"] == len(log) == 4  # 1 + 3 retries
+    assert all("not valid" in a["error"] for a in log), log

@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from service.config import Settings
-from service.execute import Engines, _input_relation
+from service.errors import PipelineError
+from service.execute import Engines, ExecutionHandle, _input_relation, run_pipeline
+from service.pipelines import Context, Pipeline
 
 SCRIPT = """
 import pyarrow as pa
@@ -62,3 +66,29 @@ def test_each_job_cursor_sees_its_own_input(tmp_path: Path) -> None:
             assert [r.fetchall() for r in relations] == [[(1,)], [(2,)]]
     finally:
         engines.close()
+
+
+def test_job_errors_name_no_path_of_the_server(tmp_path: Path) -> None:
+    """DuckDB's messages carry file paths; job errors are shown to clients."""
+    job_dir = tmp_path / "spool" / "fj-job"
+    job_dir.mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1]}), job_dir / "input.parquet")
+
+    def leaky(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+        return ctx.connection.sql(f"select * from read_csv('{job_dir / 'missing.csv'}')")
+
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    try:
+        handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
+        with pytest.raises(PipelineError) as caught:
+            run_pipeline(
+                engines,
+                handle,
+                Pipeline("leaky", leaky),
+                input_path=job_dir / "input.parquet",
+                result_path=job_dir / "result.parquet",
+            )
+    finally:
+        engines.close()
+    assert "<job folder>/missing.csv" in caught.value.detail
+    assert str(tmp_path) not in caught.value.detail

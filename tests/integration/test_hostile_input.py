@@ -1,0 +1,247 @@
+"""Requests a careless or hostile client sends (found by probing a live server): each
+is a 4xx problem+json naming what is wrong, or a job that ends with a clear error;
+never a 500, a broken stream, a server path, or a webhook that retries forever."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from service.frames import MAX_NESTING
+from tests.support.jobs import submit, wait_status
+
+PROBLEM = "application/problem+json"
+
+
+def refused(response: Any, needle: str, status: int = 422) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert needle in json.dumps(body), body
+    return body
+
+
+def post_json(client: TestClient, body: dict[str, Any]) -> Any:
+    """As JSON text with \\u escapes, the way a client sends a lone surrogate."""
+    raw = json.dumps(body).encode()
+    return client.post("/jobs", content=raw, headers={"content-type": "application/json"})
+
+
+def post_file(client: TestClient, pipeline: str, name: str, data: bytes, ctype: str) -> Any:
+    spec = json.dumps({"pipeline": pipeline, "params": {"query": "select * from input"}})
+    return client.post("/jobs", data={"spec": spec}, files={"frame": (name, data, ctype)})
+
+
+def arrow_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def nested(depth: int, inner: Any = 1) -> Any:
+    value = inner
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+SQL = {"pipeline": "sql", "params": {"query": "select * from input"}}
+
+
+# -- JSON bodies ----------------------------------------------------------------------
+
+
+def test_json_nested_past_the_parser_limit_is_a_422(api_only: TestClient) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    raw = f'{{"pipeline": "sql", "params": {{"x": {deep}}}}}'.encode()
+    response = api_only.post("/jobs", content=raw, headers={"content-type": "application/json"})
+    refused(response, "too deeply")
+
+
+def test_ndjson_line_nested_past_the_parser_limit_is_a_422(api_only: TestClient) -> None:
+    line = b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    refused(post_file(api_only, "sql", "f.ndjson", line, "application/x-ndjson"), "too deeply")
+
+
+def test_frame_nested_deeper_than_storable_is_a_422(api_only: TestClient) -> None:
+    frame = {"columns": {"a": [nested(MAX_NESTING + 5)]}}
+    refused(post_json(api_only, {**SQL, "frame": frame}), f"more than {MAX_NESTING} deep")
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_run_after_off_the_calendar_in_utc_is_a_422(api_only: TestClient, when: str) -> None:
+    body = {**SQL, "frame": {"columns": {"a": [1]}}, "run_after": when}
+    refused(post_json(api_only, body), "run_after")
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        ({"columns": {"\ud800": [1]}}, "not valid Unicode"),
+        ({"columns": {"a": ["ok", "\ud800"]}}, "not valid Unicode"),
+        ({"rows": [{"a": "\udfff"}]}, "not valid Unicode"),
+        ({"columns": {"a\u0000b": [1]}}, "control character"),
+        ({"columns": {"tab\there": [1]}}, "control character"),
+    ],
+)
+def test_text_no_database_can_hold_is_a_422(
+    api_only: TestClient, frame: dict[str, Any], needle: str
+) -> None:
+    refused(post_json(api_only, {**SQL, "frame": frame}), needle)
+
+
+def test_lone_surrogate_in_the_params_is_a_422(api_only: TestClient) -> None:
+    body = {"pipeline": "sql", "params": {"query": "select '\ud800'"}, "frame": {"rows": []}}
+    refused(post_json(api_only, body), "not valid Unicode")
+
+
+# -- frames without columns, and types Parquet cannot store -----------------------------
+
+
+@pytest.mark.parametrize("frame", [{"rows": [{}, {}]}, {"columns": {}}])
+def test_no_columns_is_a_422_for_sql(api_only: TestClient, frame: dict[str, Any]) -> None:
+    refused(post_json(api_only, {**SQL, "frame": frame}), "no columns")
+
+
+@pytest.mark.parametrize("frame", [{"rows": [{}, {}]}, {"columns": {}}])
+def test_no_columns_is_missing_columns_for_a_model(
+    api_only: TestClient, frame: dict[str, Any]
+) -> None:
+    body = refused(post_json(api_only, {"pipeline": "billing_rollup", "frame": frame}), "missing")
+    assert "userId" in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "ctype"),
+    [
+        ("f.ndjson", b"", "application/x-ndjson"),
+        ("f.ndjson", b"\n\n", "application/x-ndjson"),
+        ("f.ndjson", b"{}\n{}\n", "application/x-ndjson"),
+        ("f.arrow", arrow_bytes(pa.table({})), "application/vnd.apache.arrow.stream"),
+    ],
+)
+def test_files_without_columns_are_a_422(
+    api_only: TestClient, name: str, data: bytes, ctype: str
+) -> None:
+    refused(post_file(api_only, "sql", name, data, ctype), "no columns")
+
+
+def test_header_only_csv_is_an_empty_frame_with_its_columns(client: TestClient) -> None:
+    response = post_file(client, "sql", "f.csv", b"a,b\n", "text/csv")
+    assert response.status_code == 202, response.text
+    done = wait_status(client, response.json()["id"])
+    assert done["status"] == "completed", done
+    assert [c["name"] for c in done["result"]["columns"]] == ["a", "b"]
+    assert done["result"]["rows"] == 0
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"columns": {"a": [{}]}},
+        {"rows": [{"a": {"b": {}}}]},
+        {"columns": {"a": [[{}]]}},
+    ],
+)
+def test_empty_struct_is_a_422(api_only: TestClient, frame: dict[str, Any]) -> None:
+    refused(post_json(api_only, {**SQL, "frame": frame}), "at least one field")
+
+
+def test_struct_with_repeated_field_names_is_a_422(api_only: TestClient) -> None:
+    kind = pa.struct([("x", pa.int64()), ("x", pa.int64())])
+    table = pa.table({"s": pa.array([{"x": 1}], kind)})
+    data = arrow_bytes(table)
+    refused(
+        post_file(api_only, "sql", "f.arrow", data, "application/vnd.apache.arrow.stream"), "repeat"
+    )
+
+
+def test_dictionary_of_structs_is_stored_plain(client: TestClient) -> None:
+    values = pa.array([{"x": 1}, {"x": 2}])
+    column = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()), values)
+    data = arrow_bytes(pa.table({"s": column}))
+    response = post_file(client, "sql", "f.arrow", data, "application/vnd.apache.arrow.stream")
+    assert response.status_code == 202, response.text
+    done = wait_status(client, response.json()["id"])
+    assert done["status"] == "completed", done
+    result = client.get(f"/jobs/{done['id']}/result", params={"format": "ndjson"})
+    assert [json.loads(line) for line in result.text.splitlines()] == [
+        {"s": {"x": 1}},
+        {"s": {"x": 2}},
+        {"s": {"x": 1}},
+    ]
+
+
+def test_zero_column_parquet_is_a_422(api_only: TestClient) -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({}), sink)
+    data = sink.getvalue()
+    refused(
+        post_file(api_only, "sql", "f.parquet", data, "application/vnd.apache.parquet"),
+        "no columns",
+    )
+
+
+def test_a_result_nested_too_deeply_fails_the_job_clearly(client: TestClient) -> None:
+    query = "select " + "[" * 50 + "1" + "]" * 50 + " as l from input"
+    job = submit(client, "sql", params={"query": query})
+    done = wait_status(client, job["id"])
+    assert done["status"] == "failed"
+    message = done["error"]["message"]
+    assert f"more than {MAX_NESTING} deep" in message
+    assert "/" not in message.replace(" / ", ""), message  # no path of the server
+
+
+# -- other routes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_id", ["²", "¹", "9" * 5000, "-1", "abc"])
+def test_odd_last_event_ids_count_as_none(client: TestClient, event_id: str) -> None:
+    job = submit(client, "sql", params={"query": "select 1 as x from input"})
+    wait_status(client, job["id"])
+    with client.stream(
+        "GET", f"/jobs/{job['id']}/events", headers={"Last-Event-ID": event_id.encode("latin-1")}
+    ) as response:
+        assert response.status_code == 200
+        text = response.read().decode()
+    assert "event: queued" in text or '"status": "queued"' in text, text
+    assert "completed" in text
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "headers"),
+    [
+        ({"frame": ("a.csv", b"a\n1\n", "text/csv"), "spec": ("s.json", b"{}", "x/y")}, None, {}),
+        (None, None, {"content-type": "multipart/form-data"}),
+    ],
+)
+def test_malformed_multipart_is_a_422(
+    api_only: TestClient, files: Any, data: Any, headers: dict[str, str]
+) -> None:
+    if files is None:
+        response = api_only.post("/jobs", content=b"--x\r\n", headers=headers)
+    else:
+        response = api_only.post("/jobs", files=files, data=data)
+    refused(response, "multipart")
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("http://a..b.com/hook", "does not resolve"),
+        ("http://" + "a" * 64 + ".example.com/hook", "does not resolve"),
+        ("http://010.8.8.8/hook", "not valid"),
+    ],
+)
+def test_webhook_urls_httpx_cannot_send_to_are_refused(
+    api_only: TestClient, url: str, needle: str
+) -> None:
+    body = {**SQL, "frame": {"columns": {"a": [1]}}, "webhook": {"url": url}}
+    refused(post_json(api_only, body), needle)
