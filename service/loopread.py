@@ -66,8 +66,8 @@ class Reader:
         try:
             with conn.begin():
                 return query(conn)
-        except sa.exc.OperationalError as exc:
-            self._discard()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            self._discard()  # busy, or the connection broke: the threadpool decides
             raise _Busy from exc
 
     def _in_thread(self, query: Callable[[Connection], T]) -> T:
