@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from service.decode import StoredFrame
 from service.models import job_table
 from service.store import add_event, delete_payload, write_payload
+from service.text import storable_or_none
 
 J = job_table.c
 
@@ -28,6 +29,8 @@ class Attempt:
 
 
 def _transition(conn: Connection, attempt: Attempt, values: dict[str, Any]) -> RowMapping | None:
+    if "error_message" in values:
+        values["error_message"] = storable_or_none(values["error_message"])
     stmt = (
         job_table.update()
         .where(

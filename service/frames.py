@@ -28,6 +28,7 @@ from pydantic import AwareDatetime, BaseModel, NaiveDatetime
 from pydantic.fields import FieldInfo
 
 from service.errors import InvalidFrame
+from service.text import storable
 
 Mode = Literal["strict", "coerce"]
 MAX_BAD_ROWS = 5
@@ -489,4 +490,7 @@ def _interval_parts(value: Any) -> Any:
 
 def columns_info(schema: pa.Schema) -> list[dict[str, Any]]:
     """The ``columns`` list of a job body: name and type of each column."""
-    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+    return [
+        {"name": storable(f.name), "type": storable(str(f.type)), "nullable": f.nullable}
+        for f in schema
+    ]

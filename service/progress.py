@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from service.db import notify
 from service.models import job_table
+from service.text import storable_or_none
 
 J = job_table.c
 
@@ -39,7 +40,7 @@ def write_progress(
         .where(_owned(job_id, worker, attempt))
         .values(
             progress_percent=percent,
-            progress_message=message,
+            progress_message=storable_or_none(message),
             progress_updated_at=now,
             updated_at=now,
             version=J.version + 1,

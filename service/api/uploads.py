@@ -19,6 +19,7 @@ from service.decode import detect_format
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.schemas import JobSpec
 from service.submit import FrameFile
+from service.text import storable
 
 
 @dataclass
@@ -78,15 +79,29 @@ def parse_spec(raw: bytes | str, *, where: str) -> JobSpec:
 
 
 def _check_text(data: dict[str, Any], where: str) -> None:
-    """JSON may escape lone surrogates (``"\\ud800"``), which no database or Arrow
-    string can hold; the frame's own values are checked column by column later."""
-    rest = {k: v for k, v in data.items() if k != "frame"}
-    try:
-        json.dumps(rest, ensure_ascii=False).encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(f"the {where} holds text that is not valid Unicode: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidInput(f"the {where} nests JSON arrays or objects too deeply") from exc
+    """Text no backend can store: lone surrogates (JSON may escape one, ``"\\ud800"``)
+    and NUL (PostgreSQL cannot hold it). The frame's own values go to Parquet and
+    are checked column by column later."""
+    bad = _bad_text({k: v for k, v in data.items() if k != "frame"})
+    if bad is not None:
+        raise InvalidInput(f"the {where} holds text that cannot be stored: {bad}")
+
+
+def _bad_text(value: Any) -> str | None:
+    strings: list[Any] = [value]
+    while strings:
+        item = strings.pop()
+        if isinstance(item, dict):
+            strings.extend(item.keys())
+            strings.extend(item.values())
+        elif isinstance(item, list):
+            strings.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"{item[:40]!r} holds a NUL character"
+            if storable(item) != item:
+                return f"{item[:40]!r} is not valid Unicode (a lone surrogate)"
+    return None
 
 
 async def read_json_submit(request: Request, limit: int) -> ParsedSubmit:

@@ -245,3 +245,38 @@ def test_webhook_urls_httpx_cannot_send_to_are_refused(
 ) -> None:
     body = {**SQL, "frame": {"columns": {"a": [1]}}, "webhook": {"url": url}}
     refused(post_json(api_only, body), needle)
+
+
+# -- text no backend can store ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"params": {"query": "select 1 -- \u0000"}},
+        {"params": {"query": "select 1", "\u0000": 1}},
+        {"webhook": {"url": "http://a\u0000b.example/hook"}},
+    ],
+)
+def test_nul_anywhere_in_the_spec_is_a_422(api_only: TestClient, spec: dict[str, Any]) -> None:
+    body = {"pipeline": "sql", "params": {"query": "select 1"}, **spec}
+    body["frame"] = {"columns": {"a": [1]}}
+    refused(post_json(api_only, body), "NUL")
+
+
+def test_unstorable_result_names_are_stored_replaced(client: TestClient) -> None:
+    job = submit(client, "unstorable_text")
+    done = wait_status(client, job["id"])
+    assert done["status"] == "completed", done
+    names = [c["name"] for c in done["result"]["columns"]]
+    assert names == ["a\ufffdb", "s"]
+    assert "x\ufffd" in done["result"]["columns"][1]["type"]
+    rows = client.get(f"/jobs/{job['id']}/result", params={"format": "ndjson"}).text
+    assert json.loads(rows) == {"a\u0000b": 1, "s": {"x\u0000": 1}}  # the data keeps them
+
+
+def test_unstorable_error_messages_are_stored_replaced(client: TestClient) -> None:
+    job = submit(client, "unstorable_error")
+    done = wait_status(client, job["id"])
+    assert done["status"] == "failed", done
+    assert done["error"]["message"] == "ValueError: bad\ufffdbyte \ufffd"

@@ -51,6 +51,19 @@ def boom(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelatio
     raise ValueError("the pipeline broke")
 
 
+@pipeline("unstorable_text")
+def unstorable_text(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    """Text PostgreSQL cannot hold (NUL) and no UTF-8 column can (a lone surrogate),
+    in a progress message and in the result's column names."""
+    ctx.progress(50, 100, "half\x00way \ud800")
+    return pa.table({"a\x00b": [1], "s": pa.array([{"x\x00": 1}])})
+
+
+@pipeline("unstorable_error")
+def unstorable_error(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    raise ValueError("bad\x00byte \udfff")
+
+
 class EffectParams(BaseModel):
     log_dir: str
     seconds: float = 0.0
