@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from service.db import notify
 from service.errors import Conflict, NotFound
 from service.models import attempt_table, delivery_table, job_table
+from service.text import storable_or_none
 from service.webhooks import SendResult
 
 D = delivery_table.c
@@ -82,8 +83,9 @@ def record_attempt(
             at=at,
             duration_ms=result.duration_ms,
             status_code=result.status_code,
-            response=result.response,
-            error=result.error,
+            # what a receiver answered may hold NUL, which PostgreSQL text cannot
+            response=storable_or_none(result.response),
+            error=storable_or_none(result.error),
         )
     )
     _mirror_on_job(conn, delivery["job_id"], decision.status, n, at)

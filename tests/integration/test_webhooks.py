@@ -270,3 +270,14 @@ def test_a_url_that_cannot_be_sent_to_fails_on_schedule(hook_settings: Settings)
         log = _deliveries(client, job["id"])[0]["attempt_log"]
     assert final["webhook"]["attempts"] == len(log) == 4  # 1 + 3 retries
     assert all("not valid" in a["error"] for a in log), log
+
+
+def test_a_response_no_database_can_store_is_logged_replaced(
+    hooked: TestClient, receiver: Receiver
+) -> None:
+    receiver.script.body = b"ok\x00then \xed\xa0\x80"  # NUL, and bytes that are not UTF-8
+    job = submit(hooked, "billing_rollup", FRAME, webhook={"url": receiver.url})
+    _settled(hooked, job["id"], "delivered")
+    (attempt,) = _deliveries(hooked, job["id"])[0]["attempt_log"]
+    assert attempt["status_code"] == 200
+    assert attempt["response"].startswith("ok\ufffdthen \ufffd")

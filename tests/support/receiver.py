@@ -23,6 +23,7 @@ class Script:
 
     answers: list[tuple[int, float, dict[str, str]]] = field(default_factory=list)
     default: int = 200
+    body: bytes = b"ok"
 
 
 class Receiver:
@@ -87,9 +88,9 @@ class Receiver:
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(receiver.script.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.script.body)
 
             def log_message(self, *args: Any) -> None:
                 pass
