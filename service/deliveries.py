@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from service.db import notify
 from service.errors import Conflict, NotFound
+from service.ids import looks_like_id
 from service.models import attempt_table, delivery_table, job_table
 from service.text import storable_or_none
 from service.webhooks import SendResult
@@ -127,8 +128,10 @@ def redeliver(conn: Connection, job_id: str, delivery_id: str, *, now: datetime)
 
 
 def _delivery(conn: Connection, job_id: str, delivery_id: str) -> RowMapping:
-    query = sa.select(delivery_table).where(D.id == delivery_id, D.job_id == job_id)
-    row = conn.execute(query).mappings().first()
+    row = None
+    if delivery_id.startswith("msg_") and looks_like_id(delivery_id[4:]):
+        query = sa.select(delivery_table).where(D.id == delivery_id, D.job_id == job_id)
+        row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"job {job_id} has no webhook delivery {delivery_id!r}")
     return row

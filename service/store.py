@@ -46,6 +46,8 @@ def insert_job(conn: Connection, values: dict[str, Any]) -> RowMapping:
 
 
 def get_job(conn: Connection, job_id: str) -> RowMapping | None:
+    if not looks_like_id(job_id):
+        return None  # no such job; and PostgreSQL refuses some text (NUL) outright
     return conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
 
 
@@ -120,7 +122,12 @@ def list_jobs(
     if status:
         query = query.where(J.status == status)
     if pipeline:
-        query = query.where(J.pipeline == pipeline)
+        # no pipeline name holds NUL, which PostgreSQL cannot compare
+        query = (
+            query.where(J.pipeline == pipeline)
+            if "\x00" not in pipeline
+            else query.where(sa.false())
+        )
     if before_id:
         query = query.where(J.id < before_id)
     rows = list(conn.execute(query).mappings())

@@ -280,3 +280,29 @@ def test_unstorable_error_messages_are_stored_replaced(client: TestClient) -> No
     done = wait_status(client, job["id"])
     assert done["status"] == "failed", done
     assert done["error"]["message"] == "ValueError: bad\ufffdbyte \ufffd"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/jobs/a%00b"),
+        ("DELETE", "/jobs/a%00b"),
+        ("POST", "/jobs/a%00b/cancel"),
+        ("GET", "/jobs/a%00b/events"),
+        ("GET", "/jobs/a%00b/result"),
+        ("GET", "/jobs/a%00b/webhook-deliveries"),
+        ("POST", "/jobs/{id}/webhook-deliveries/msg_a%00b/redeliver"),
+    ],
+)
+def test_ids_with_nul_are_unknown_not_a_database_error(
+    api_only: TestClient, method: str, path: str
+) -> None:
+    """PostgreSQL refuses NUL in any text parameter: such an id must never reach it."""
+    job = submit(api_only, "sql", params={"query": "select 1 as x from input"})
+    refused(api_only.request(method, path.replace("{id}", job["id"])), "not", status=404)
+
+
+def test_a_pipeline_filter_with_nul_matches_nothing(api_only: TestClient) -> None:
+    submit(api_only, "sql", params={"query": "select 1 as x from input"})
+    answer = api_only.get("/jobs", params={"pipeline": "sql\u0000"})
+    assert answer.status_code == 200 and answer.json()["items"] == []
