@@ -7,6 +7,7 @@ the UPDATE marks them running with worker, attempt + 1 and lease, RETURNING them
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Collection
@@ -56,6 +57,18 @@ def claim(
 ) -> list[RowMapping]:
     """Claim up to ``limit`` due jobs; only of ``pipelines`` when given, so a worker
     never takes a job whose pipeline module it has not loaded."""
+    names = tuple(sorted(pipelines)) if pipelines is not None else None
+    values = {"now": now, "worker": worker, "lease_until": now + timedelta(seconds=lease_s)}
+    found = conn.execute(_claim_statement(limit, names), values).mappings().all()
+    rows = [add_event(conn, row) for row in found]
+    return sorted(rows, key=lambda r: (-r["priority"], r["run_after"], r["id"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(limit: int, pipelines: tuple[str, ...] | None) -> sa.Update:
+    """Built once per (limit, pipelines): building it per claim cost ~0.3 ms of CPU,
+    a tenth of a trivial job's claim transaction."""
+    now = sa.bindparam("now", type_=J.run_after.type)
     due = (
         sa.select(J.id)
         .where(J.status == QUEUED, J.run_after <= now)
@@ -64,19 +77,19 @@ def claim(
         .with_for_update(skip_locked=True)
     )
     if pipelines is not None:
-        due = due.where(J.pipeline.in_(sorted(pipelines)))
+        due = due.where(J.pipeline.in_(pipelines))
     # A CTE, not `id IN (sub-select)`: PostgreSQL may run such a sub-select once per
     # row, and with SKIP LOCKED every run can pick other rows, so the UPDATE could
     # claim far more than `limit` jobs. The CTE is evaluated once.
     picked = due.cte("due")
-    stmt = (
+    return (
         job_table.update()
-        .where(J.id == picked.c.id, J.status == "queued")
+        .where(J.id == picked.c.id, J.status == QUEUED)
         .values(
             status="running",
-            worker_id=worker,
+            worker_id=sa.bindparam("worker", type_=J.worker_id.type),
             attempt=J.attempt + 1,
-            lease_expires_at=now + timedelta(seconds=lease_s),
+            lease_expires_at=sa.bindparam("lease_until", type_=J.lease_expires_at.type),
             started_at=now,
             updated_at=now,
             progress_percent=None,
@@ -86,8 +99,6 @@ def claim(
         )
         .returning(job_table)
     )
-    rows = [add_event(conn, row) for row in conn.execute(stmt).mappings().all()]
-    return sorted(rows, key=lambda r: (-r["priority"], r["run_after"], r["id"]))
 
 
 @dataclass(frozen=True)

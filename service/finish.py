@@ -7,10 +7,12 @@ the job over. The result payload is written in the same transaction as the state
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from service.decode import StoredFrame
@@ -19,6 +21,7 @@ from service.store import add_event, delete_payload, write_payload
 from service.text import storable_or_none
 
 J = job_table.c
+_RUNNING = sa.literal_column("'running'", sa.String)  # a literal: see claim.QUEUED
 
 
 @dataclass(frozen=True)
@@ -28,22 +31,36 @@ class Attempt:
     attempt: int
 
 
-def _transition(conn: Connection, attempt: Attempt, values: dict[str, Any]) -> RowMapping | None:
+def _transition(
+    conn: Connection, attempt: Attempt, values: dict[str, Any], *, refund: bool = False
+) -> RowMapping | None:
+    """``refund``: give the attempt back (attempt - 1) as the state changes."""
     if "error_message" in values:
         values["error_message"] = storable_or_none(values["error_message"])
-    stmt = (
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(job_id=attempt.job_id, worker=attempt.worker, attempt_n=attempt.attempt)
+    stmt = _transition_statement(tuple(sorted(values)), refund)
+    row = conn.execute(stmt, params).mappings().first()
+    return add_event(conn, row) if row is not None else None
+
+
+@functools.lru_cache(maxsize=32)
+def _transition_statement(columns: tuple[str, ...], refund: bool) -> sa.Update:
+    """Built once per outcome's set of columns (building it per call cost ~0.2 ms)."""
+    values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=J[c].type) for c in columns}
+    if refund:
+        values["attempt"] = J.attempt - 1
+    return (
         job_table.update()
         .where(
-            J.id == attempt.job_id,
-            J.status == "running",
-            J.worker_id == attempt.worker,
-            J.attempt == attempt.attempt,
+            J.id == sa.bindparam("job_id", type_=J.id.type),
+            J.status == _RUNNING,
+            J.worker_id == sa.bindparam("worker", type_=J.worker_id.type),
+            J.attempt == sa.bindparam("attempt_n", type_=J.attempt.type),
         )
         .values(**values, version=J.version + 1)
         .returning(job_table)
     )
-    row = conn.execute(stmt).mappings().first()
-    return add_event(conn, row) if row is not None else None
 
 
 def _ended(now: datetime, status: str) -> dict[str, Any]:
@@ -113,6 +130,4 @@ def requeue(
         "error_type": error_type,
         "error_message": message,
     }
-    if refund_attempt:
-        values["attempt"] = J.attempt - 1
-    return _transition(conn, attempt, values)
+    return _transition(conn, attempt, values, refund=refund_attempt)
