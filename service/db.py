@@ -49,7 +49,9 @@ def make_engine(settings: Settings) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        # UTC sessions: timestamps near the calendar's ends exist in UTC but not in
+        # every zone, and a session zone from the server's settings must not apply
+        connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
     )
 
 

@@ -107,6 +107,19 @@ def write_frame(
 ) -> StoredFrame:
     """Conform each ``(batch, text_source)`` and write them as Parquet: to ``dest``, or
     to memory when ``dest`` is None (frames that arrived in memory anyway)."""
+    try:
+        return _write_frame(batches, schema, mode=mode, dest=dest)
+    except UnicodeDecodeError as exc:  # Arrow decodes names lazily, wherever they are read
+        raise InvalidFrame(f"a column or struct field name is not valid UTF-8: {exc}") from exc
+
+
+def _write_frame(
+    batches: Iterable[tuple[pa.RecordBatch, bool]],
+    schema: FrameSchema | None,
+    *,
+    mode: Mode,
+    dest: Path | None,
+) -> StoredFrame:
     sink: Path | io.BytesIO = dest if dest is not None else io.BytesIO()
     writer: pq.ParquetWriter | None = None
     rows = 0
@@ -521,7 +534,7 @@ def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
         parquet = pq.ParquetFile(path)
         batches = parquet.iter_batches(batch_size=BATCH_ROWS)
         for batch in _or_empty(batches, parquet.schema_arrow):
-            yield batch, False
+            yield _valid_text(batch), False
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidFrame(f"could not read the Parquet file: {_first_line(exc)}") from exc
 
@@ -536,10 +549,33 @@ def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
             source.seek(0)
             reader = pa.ipc.open_file(source)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        for batch in _or_empty(batches, reader.schema):
+        for batch in _or_empty(map(_valid_text, batches), reader.schema):
             yield batch, False
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidFrame(f"could not read the Arrow IPC data: {_first_line(exc)}") from exc
+
+
+def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Parquet and Arrow hand bytes through as they came; text that is not UTF-8 makes
+    DuckDB fail fatally (and invalidate its whole database), so it is refused here."""
+    try:
+        batch.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        column = _invalid_column(batch)
+        raise InvalidFrame(
+            f"column {column!r}: not valid UTF-8 text ({_first_line(exc)})",
+            errors=[{"column": column, "reason": "not valid UTF-8 text"}],
+        ) from exc
+    return batch
+
+
+def _invalid_column(batch: pa.RecordBatch) -> str:
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            return str(name)
+    return "?"
 
 
 def _or_empty(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

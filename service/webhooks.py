@@ -13,6 +13,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from service import __version__, ssrf
+from service.deadline import Deadline
 from service.ssrf import IPNetwork, Resolver, UnsafeURL
 
 RESPONSE_KEEP = 1024
@@ -65,12 +66,14 @@ class Sender:
     ) -> None:
         self.allow = list(allow)
         self.resolver = resolver
+        self.timeout_s = timeout_s
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             trust_env=False,
             transport=transport,
-            limits=httpx.Limits(max_connections=max_connections),
+            # no keep-alive: each attempt connects, so its Deadline sees the socket
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0),
         )
 
     def close(self) -> None:
@@ -86,16 +89,21 @@ class Sender:
             request = self._pinned_request(url, target, headers, body)
         except (httpx.InvalidURL, ValueError) as exc:  # a failed attempt, recorded as such
             return SendResult(None, None, f"invalid URL: {exc}", _ms(started))
-        try:
-            response = self.client.send(request, stream=True)
+        with Deadline(self.timeout_s) as deadline:
+            request.extensions["trace"] = deadline.trace
             try:
-                text = _head(response)
-            finally:
-                response.close()
-        except httpx.TimeoutException as exc:
-            return SendResult(None, None, f"timeout: {type(exc).__name__}", _ms(started))
-        except httpx.HTTPError as exc:
-            return SendResult(None, None, f"{type(exc).__name__}: {exc}", _ms(started))
+                response = self.client.send(request, stream=True)
+                try:
+                    text = _head(response)
+                finally:
+                    response.close()
+            except httpx.TimeoutException as exc:
+                return SendResult(None, None, f"timeout: {type(exc).__name__}", _ms(started))
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a bad Location
+                if deadline.expired:
+                    error = f"timeout: the attempt took longer than {self.timeout_s:g} s"
+                    return SendResult(None, None, error, _ms(started))
+                return SendResult(None, None, f"{type(exc).__name__}: {exc}", _ms(started))
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return SendResult(response.status_code, text, None, _ms(started), retry_after)
 
@@ -129,7 +137,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit also takes "²"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

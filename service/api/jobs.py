@@ -29,6 +29,7 @@ from service.submit import Services, submit
 router = APIRouter(tags=["jobs"])
 DB_POLL_S = 0.5
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
+_MAX_VERSION = 2**31 - 1  # the version column's range: beyond it, nothing is newer
 
 
 def job_response(
@@ -170,7 +171,7 @@ def _event_cursor(last_event_id: str | None) -> int:
     """The version a client has seen; anything but a plain decimal number counts as
     none (``str.isdigit`` would also take "²" and numbers no column holds)."""
     if last_event_id and _EVENT_ID.fullmatch(last_event_id.strip()):
-        return int(last_event_id)
+        return min(int(last_event_id), _MAX_VERSION)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
 from service.frames import MAX_NESTING
+from tests.conftest import fast_settings
+from tests.support import databases
 from tests.support.jobs import submit, wait_status
 
 PROBLEM = "application/problem+json"
@@ -306,3 +310,86 @@ def test_a_pipeline_filter_with_nul_matches_nothing(api_only: TestClient) -> Non
     submit(api_only, "sql", params={"query": "select 1 as x from input"})
     answer = api_only.get("/jobs", params={"pipeline": "sql\u0000"})
     assert answer.status_code == 200 and answer.json()["items"] == []
+
+
+# -- bytes that are not UTF-8, and values past a column's range -------------------------
+
+
+def _bad_utf8_strings() -> pa.Array:
+    offsets = pa.py_buffer(b"\x00\x00\x00\x00\x03\x00\x00\x00")
+    return pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(b"v\xffv")])
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_text_that_is_not_utf8_is_a_422_and_duckdb_stays_usable(
+    client: TestClient, fmt: str
+) -> None:
+    """DuckDB fails fatally on such text and invalidates its whole database: every
+    later `sql` job of the process would fail."""
+    table = pa.table({"s": _bad_utf8_strings()})
+    data, ctype = (
+        (_parquet_bytes(table), "application/vnd.apache.parquet")
+        if fmt == "parquet"
+        else (arrow_bytes(table), "application/vnd.apache.arrow.stream")
+    )
+    refused(post_file(client, "sql", f"f.{fmt}", data, ctype), "not valid UTF-8")
+    job = submit(client, "sql", params={"query": "select upper('x') as u from input"})
+    assert wait_status(client, job["id"])["status"] == "completed"
+
+
+def test_a_csv_header_that_is_not_utf8_is_a_422(api_only: TestClient) -> None:
+    response = post_file(api_only, "sql", "f.csv", b"a\xff,c\n1,2\n", "text/csv")
+    refused(response, "UTF-8")
+
+
+def test_a_last_event_id_past_the_version_range_means_nothing_newer(client: TestClient) -> None:
+    job = submit(client, "sql", params={"query": "select 1 as x from input"})
+    wait_status(client, job["id"])
+    with client.stream(
+        "GET", f"/jobs/{job['id']}/events", headers={"Last-Event-ID": str(2**31)}
+    ) as response:
+        assert response.status_code == 200
+        text = response.read().decode()
+    assert "queued" not in text  # everything is older than that id
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_times_at_the_calendars_ends_are_stored_and_read(api_only: TestClient, when: str) -> None:
+    body = {**SQL, "frame": {"columns": {"a": [1]}}, "run_after": when}
+    response = post_json(api_only, body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert api_only.get(f"/jobs/{job_id}").status_code == 200
+    assert api_only.get("/jobs").status_code == 200
+    assert api_only.post(f"/jobs/{job_id}/cancel").status_code in (200, 202)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("zone", "when"),
+    [("America/New_York", "0001-01-01T00:00:00Z"), ("Asia/Tokyo", "9999-12-31T23:59:59Z")],
+)
+def test_a_server_time_zone_other_than_utc_changes_nothing(
+    pg_template: None, tmp_path: Path, zone: str, when: str
+) -> None:
+    """Such a time exists in UTC but not in every zone; sessions are pinned to UTC."""
+    name = databases.clone_database()
+    try:
+        with databases.admin() as conn:
+            conn.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{zone}'")
+        settings = fast_settings(databases.sqlalchemy_url(name), tmp_path / "data")
+        with TestClient(create_app(settings, workers=0)) as api:
+            body = {**SQL, "frame": {"columns": {"a": [1]}}, "run_after": when}
+            response = post_json(api, body)
+            assert response.status_code == 202, response.text
+            job = api.get(f"/jobs/{response.json()['id']}").json()
+            assert job["run_after"].startswith(when[:10])
+            assert api.get("/jobs").status_code == 200
+    finally:
+        databases.drop_database(name)

@@ -281,3 +281,19 @@ def test_a_response_no_database_can_store_is_logged_replaced(
     (attempt,) = _deliveries(hooked, job["id"])[0]["attempt_log"]
     assert attempt["status_code"] == 200
     assert attempt["response"].startswith("ok\ufffdthen \ufffd")
+
+
+def test_an_attempt_ends_at_its_timeout_even_if_bytes_keep_coming(
+    hooked: TestClient, receiver: Receiver
+) -> None:
+    """A byte every 0.2 s never trips httpx's 1 s read timeout; the attempt's own
+    deadline ends it, before the claim could expire and the event be sent twice."""
+    receiver.script.trickle = 1
+    job = submit(hooked, "billing_rollup", FRAME, webhook={"url": receiver.url})
+    _settled(hooked, job["id"], "delivered")
+    first, second = _deliveries(hooked, job["id"])[0]["attempt_log"]
+    assert first["error"] == "timeout: the attempt took longer than 1 s"
+    assert first["duration_ms"] < 5000
+    assert second["status_code"] == 200
+    assert len(receiver.received) == 2
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1

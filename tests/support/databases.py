@@ -46,7 +46,7 @@ def sqlalchemy_url(dbname: str) -> str:
     return url.set(database=dbname).render_as_string(hide_password=False)
 
 
-def _admin() -> psycopg.Connection:
+def admin() -> psycopg.Connection:
     return psycopg.connect(PG_ADMIN, autocommit=True)
 
 
@@ -54,7 +54,7 @@ def create_template() -> None:
     from service.config import Settings
     from service.db import make_engine, upgrade
 
-    with _admin() as conn:
+    with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
     engine = make_engine(Settings(database_url=sqlalchemy_url(TEMPLATE)))
@@ -70,11 +70,11 @@ def drop_template() -> None:
 
 def clone_database() -> str:
     name = f"fj_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
+    with admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     return name
 
 
 def drop_database(name: str) -> None:
-    with _admin() as conn:
+    with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

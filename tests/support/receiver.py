@@ -24,6 +24,8 @@ class Script:
     answers: list[tuple[int, float, dict[str, str]]] = field(default_factory=list)
     default: int = 200
     body: bytes = b"ok"
+    # this many next answers promise 1,000 bytes and send one every 0.2 s
+    trickle: int = 0
 
 
 class Receiver:
@@ -80,6 +82,9 @@ class Receiver:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 status, delay, headers = receiver._next()
+                with receiver._lock:
+                    trickle = receiver.script.trickle > 0
+                    receiver.script.trickle -= trickle
                 if delay:
                     time.sleep(delay)  # the receiver is slow on purpose (timeout tests)
                 with receiver.arrived:
@@ -88,9 +93,25 @@ class Receiver:
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
+                if trickle:
+                    self._trickle()
+                    return
                 self.send_header("content-length", str(len(receiver.script.body)))
                 self.end_headers()
                 self.wfile.write(receiver.script.body)
+
+            def _trickle(self) -> None:
+                """A receiver that is never done answering, yet never idle long
+                enough for a read timeout."""
+                self.send_header("content-length", "1000")
+                self.end_headers()
+                try:
+                    for _ in range(1000):
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass  # the sender gave up and closed the connection
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -339,3 +339,8 @@ def test_retry_after_date_in_the_past_is_zero() -> None:
 @pytest.mark.parametrize("value", [None, "", "   ", "soon", "-5", "1.5", "Wed, 99 Foo"])
 def test_retry_after_unreadable(value: str | None) -> None:
     assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize("value", ["²", "¹2", "-5", "1.5e3", "", "   "])
+def test_retry_after_that_is_not_plain_digits_or_a_date_is_ignored(value: str) -> None:
+    assert parse_retry_after(value) is None
