@@ -12,6 +12,7 @@ from a pool; each goes back with its ``input`` view dropped.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -36,6 +37,7 @@ from service.errors import (
 from service.frames import columns_info, storable_batch, storable_schema
 from service.pipelines import Pipeline
 
+log = logging.getLogger("framejobs.execute")
 Reason = Literal["cancel", "timeout", "shutdown"]
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
 _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
@@ -47,25 +49,51 @@ _SANDBOX_CONFIG = {
 
 
 class Engines:
-    """The process's DuckDB databases. Close them on shutdown (see DESIGN.md)."""
+    """The process's DuckDB databases. Close them on shutdown (see DESIGN.md).
+
+    An internal or fatal DuckDB error invalidates the database it happened in: every
+    later query on it fails. :meth:`recover` replaces that database, so one bad job
+    does not take the pipeline down for every job after it until a restart."""
 
     def __init__(self, settings: Settings, *, job_slots: int) -> None:
-        common: dict[str, Any] = {
+        self._common: dict[str, Any] = {
             "threads": settings.duckdb_threads,
             "memory_limit": settings.duckdb_memory_limit,
         }
         if settings.duckdb_temp_directory:
-            common["temp_directory"] = str(settings.duckdb_temp_directory)
-        self.open_db = duckdb.connect(":memory:", config=common)
-        self.sandbox_db = duckdb.connect(":memory:", config={**common, **_SANDBOX_CONFIG})
-        for database in (self.open_db, self.sandbox_db):
-            # TIMESTAMPTZ results carry this zone; the host's zone would leak into them.
-            database.execute(_UTC)
-        self._sandbox_pool: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
-        for _ in range(max(job_slots, 1)):
-            self._sandbox_pool.put(_configured(self.sandbox_db.cursor()))
-        self.sandbox_db.execute("SET lock_configuration=true")
+            self._common["temp_directory"] = str(settings.duckdb_temp_directory)
+        self._slots = max(job_slots, 1)
+        self._lock = threading.Lock()
+        self._retired: list[tuple[duckdb.DuckDBPyConnection, _Pool | None]] = []
+        self.open_db = self._database({})
+        self.sandbox_db, self._sandbox_pool = self._sandbox()
         self._closed = False
+
+    def _database(self, extra: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        database = duckdb.connect(":memory:", config={**self._common, **extra})
+        # TIMESTAMPTZ results carry this zone; the host's zone would leak into them.
+        database.execute(_UTC)
+        return database
+
+    def _sandbox(self) -> tuple[duckdb.DuckDBPyConnection, _Pool]:
+        database = self._database(_SANDBOX_CONFIG)
+        pool: _Pool = queue.Queue()
+        for _ in range(self._slots):
+            pool.put(_configured(database.cursor()))
+        database.execute("SET lock_configuration=true")
+        return database, pool
+
+    def recover(self, sandboxed: bool) -> None:
+        """Replace the database an internal error invalidated; its cursors still in
+        use end with errors and are closed with the rest on shutdown."""
+        with self._lock:
+            if sandboxed:
+                self._retired.append((self.sandbox_db, self._sandbox_pool))
+                self.sandbox_db, self._sandbox_pool = self._sandbox()
+            else:
+                self._retired.append((self.open_db, None))
+                self.open_db = self._database({})
+        log.error("a DuckDB database was invalidated by an internal error and replaced")
 
     @contextmanager
     def job_cursor(self, sandboxed: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -76,12 +104,13 @@ class Engines:
             finally:
                 cursor.close()
             return
-        cursor = self._sandbox_pool.get()
+        pool = self._sandbox_pool
+        cursor = pool.get()
         try:
             yield cursor
         finally:
             _drop_input(cursor)
-            self._sandbox_pool.put(cursor)
+            pool.put(cursor)  # back where it came from, even if that pool was retired
 
     @contextmanager
     def check_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -96,10 +125,14 @@ class Engines:
         if self._closed:
             return
         self._closed = True
-        while not self._sandbox_pool.empty():
-            self._sandbox_pool.get_nowait().close()
-        self.sandbox_db.close()
+        for database, pool in [*self._retired, (self.sandbox_db, self._sandbox_pool)]:
+            while pool is not None and not pool.empty():
+                pool.get_nowait().close()
+            database.close()
         self.open_db.close()
+
+
+_Pool = queue.Queue[duckdb.DuckDBPyConnection]
 
 
 def _configured(cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -208,6 +241,9 @@ def run_pipeline(
             raise handle.stop_error() from exc
         except JobError:
             raise
+        except (duckdb.InternalException, duckdb.FatalException) as exc:
+            engines.recover(pipeline.sandboxed)
+            raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
         except duckdb.Error as exc:
             if handle.reason is not None:
                 raise handle.stop_error() from exc

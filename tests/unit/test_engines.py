@@ -16,7 +16,7 @@ import pytest
 from service.config import Settings
 from service.errors import PipelineError
 from service.execute import Engines, ExecutionHandle, _input_relation, run_pipeline
-from service.pipelines import Context, Pipeline
+from service.pipelines import Context, Pipeline, load_registry
 
 SCRIPT = """
 import pyarrow as pa
@@ -92,3 +92,36 @@ def test_job_errors_name_no_path_of_the_server(tmp_path: Path) -> None:
         engines.close()
     assert "<job folder>/missing.csv" in caught.value.detail
     assert str(tmp_path) not in caught.value.detail
+
+
+def test_a_database_invalidated_by_an_internal_error_is_replaced(tmp_path: Path) -> None:
+    """Text that is not UTF-8 (refused at submit since, but any internal DuckDB error
+    does the same) invalidates the database; the next job must still run."""
+    offsets = pa.py_buffer(b"\x00\x00\x00\x00\x03\x00\x00\x00")
+    bad = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(b"v\xffv")])
+    pq.write_table(pa.table({"s": bad}), tmp_path / "bad.parquet")
+    pq.write_table(pa.table({"s": ["ok"]}), tmp_path / "good.parquet")
+    settings = Settings(data_dir=tmp_path)
+    sql = load_registry(settings).get("sql")
+    engines = Engines(settings, job_slots=2)
+
+    def run(name: str, query: str) -> None:
+        handle = ExecutionHandle(
+            job_id="j", attempt=1, params=sql.parse_params({"query": query}), timeout_s=None
+        )
+        run_pipeline(
+            engines,
+            handle,
+            sql,
+            input_path=tmp_path / name,
+            result_path=tmp_path / "result.parquet",
+        )
+
+    try:
+        with pytest.raises(PipelineError, match="INTERNAL"):
+            run("bad.parquet", "select upper(s) as u from input")
+        for _ in range(3):  # every pooled cursor of the new database works
+            run("good.parquet", "select upper(s) as u from input")
+        assert pq.read_table(tmp_path / "result.parquet").to_pylist() == [{"u": "OK"}]
+    finally:
+        engines.close()
