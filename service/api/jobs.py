@@ -219,7 +219,13 @@ def _changes(
     services: Services, job_id: str, cursor: int
 ) -> tuple[list[RowMapping], RowMapping | None]:
     with reading(services.engine) as conn:
-        return store.events_after(conn, job_id, cursor), store.get_job(conn, job_id)
+        # The job first, its events second: on PostgreSQL (read committed) each
+        # statement sees what was committed when it began, and an ending commits its
+        # event with its state, so the events read after a terminal job include its
+        # terminal event. The other order could see the state but miss the event,
+        # and the stream would end without it.
+        row = store.get_job(conn, job_id)
+        return store.events_after(conn, job_id, cursor), row
 
 
 @router.get(
