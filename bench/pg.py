@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import sqlalchemy as sa
 
-from bench.harness import ROOT, free_port, temp_dir
+from bench.harness import ROOT, free_port, log_tail, temp_dir
 from service.config import Settings
 from service.db import make_engine, upgrade
 from service.models import job_table, payload_table
@@ -162,11 +162,7 @@ class Proc:
         return self.proc.pid
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

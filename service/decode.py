@@ -31,6 +31,7 @@ from service.frames import (
     conform_batch,
     storable_batch,
 )
+from service.text import encodable
 
 Format = Literal["csv", "ndjson", "parquet", "arrow"]
 BATCH_ROWS = 64 * 1024
@@ -111,6 +112,10 @@ def write_frame(
         return _write_frame(batches, schema, mode=mode, dest=dest)
     except UnicodeDecodeError as exc:  # Arrow decodes names lazily, wherever they are read
         raise InvalidFrame(f"a column or struct field name is not valid UTF-8: {exc}") from exc
+    except UnicodeEncodeError as exc:  # a name Arrow could not take (values are checked)
+        raise InvalidFrame(
+            f"column name {exc.object!r} is not valid Unicode (a lone surrogate)"
+        ) from exc
 
 
 def _write_frame(
@@ -189,16 +194,8 @@ def _check_names(schema: pa.Schema) -> None:
 def _check_name_text(name: str) -> None:
     if _CONTROL.search(name):
         raise InvalidFrame(f"column name {name!r} holds a control character")
-    if not _encodable(name):
+    if not encodable(name):
         raise InvalidFrame(f"column name {name!r} is not valid Unicode (a lone surrogate)")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # -- JSON frames -------------------------------------------------------------------
@@ -263,8 +260,6 @@ def _batch_from_columns(
     problems = FrameProblems()
     targets = _targets(schema)
     arrays: dict[str, pa.Array] = {}
-    for name in columns:
-        _check_name_text(name)
     for name, values in columns.items():
         array = _json_array(values, targets.get(name), name, row_offset, problems)
         if array is not None:
@@ -307,7 +302,7 @@ def _json_array(
         rows = [
             i + offset
             for i, v in enumerate(values)
-            if not _encodable(json.dumps(v, ensure_ascii=False))
+            if not encodable(json.dumps(v, ensure_ascii=False))
         ]
         problems.add(name, "text is not valid Unicode (a lone surrogate such as \\ud800)", rows[:5])
         return None

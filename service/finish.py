@@ -15,13 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from service.claim import RUNNING
 from service.decode import StoredFrame
 from service.models import job_table
 from service.store import add_event, delete_payload, write_payload
 from service.text import storable_or_none
 
 J = job_table.c
-_RUNNING = sa.literal_column("'running'", sa.String)  # a literal: see claim.QUEUED
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _transition_statement(columns: tuple[str, ...], refund: bool) -> sa.Update:
         job_table.update()
         .where(
             J.id == sa.bindparam("job_id", type_=J.id.type),
-            J.status == _RUNNING,
+            J.status == RUNNING,
             J.worker_id == sa.bindparam("worker", type_=J.worker_id.type),
             J.attempt == sa.bindparam("attempt_n", type_=J.attempt.type),
         )

@@ -46,17 +46,25 @@ class Reader:
                 self._lock.release()
         return await anyio.to_thread.run_sync(self._in_thread, query)
 
-    def open(self) -> None:
-        """Open the loop's connection (blocking: call it from a thread)."""
+    def open(self) -> bool:
+        """Open the loop's connection (blocking: call it from a thread); False when
+        SQLite is busy, and a later read in a thread tries again."""
         if not self.on_loop:
-            return
+            return True
         with self._lock:
             if self._conn is None:
-                conn = self.engine.connect().execution_options(**read_only_options(single=True))
-                conn.detach()  # its own for good: closing it closes the file
-                with conn.begin():
-                    conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-                self._conn = conn
+                try:
+                    self._conn = self._connect()
+                except sa.exc.OperationalError:
+                    return False
+        return True
+
+    def _connect(self) -> Connection:
+        conn = self.engine.connect().execution_options(**read_only_options(single=True))
+        conn.detach()  # its own for good: closing it closes the file
+        with conn.begin():
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -73,11 +81,8 @@ class Reader:
     def _in_thread(self, query: Callable[[Connection], T]) -> T:
         with reading(self.engine, single=True) as conn:
             row = query(conn)
-        if self.on_loop and self._conn is None:
-            try:
-                self.open()
-            except sa.exc.OperationalError:
-                pass  # still busy: the next read tries again
+        if self._conn is None:
+            self.open()
         return row
 
     def _discard(self) -> None:

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from service.config import Settings
@@ -108,9 +107,7 @@ class Runtime:
 
 def _reader(engine: Engine) -> Reader:
     reader = Reader(engine)
-    try:
-        reader.open()
-    except sa.exc.OperationalError:
+    if not reader.open():
         log.warning("the event loop's read connection could not be opened yet; retrying later")
     return reader
 

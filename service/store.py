@@ -123,11 +123,7 @@ def list_jobs(
         query = query.where(J.status == status)
     if pipeline:
         # no pipeline name holds NUL, which PostgreSQL cannot compare
-        query = (
-            query.where(J.pipeline == pipeline)
-            if "\x00" not in pipeline
-            else query.where(sa.false())
-        )
+        query = query.where(J.pipeline == pipeline if "\x00" not in pipeline else sa.false())
     if before_id:
         query = query.where(J.id < before_id)
     rows = list(conn.execute(query).mappings())

@@ -7,13 +7,20 @@ from __future__ import annotations
 REPLACEMENT = "\ufffd"
 
 
+def encodable(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate, which UTF-8 cannot encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def storable(text: str) -> str:
     """``text`` with NUL and lone surrogates replaced by U+FFFD."""
     if "\x00" in text:
         text = text.replace("\x00", REPLACEMENT)
-    try:
-        text.encode()
-    except UnicodeEncodeError:
+    if not encodable(text):
         text = "".join(REPLACEMENT if "\ud800" <= c <= "\udfff" else c for c in text)
     return text
 

@@ -53,11 +53,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         engine.dispose()
         yield url
         return
-    request.getfixturevalue("pg_template")
+    yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def pg_url(pg_template: None) -> Iterator[str]:
+    """A fresh PostgreSQL database cloned from the migrated template."""
     name = databases.clone_database()
     try:
         yield databases.sqlalchemy_url(name)
     finally:
+        databases.wait_until_available()  # a test may have restarted the server
         databases.drop_database(name)
 
 

@@ -19,7 +19,7 @@ from service.decode import detect_format
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.schemas import JobSpec
 from service.submit import FrameFile
-from service.text import storable
+from service.text import encodable
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _bad_text(value: Any) -> str | None:
         elif isinstance(item, str):
             if "\x00" in item:
                 return f"{item[:40]!r} holds a NUL character"
-            if storable(item) != item:
+            if not encodable(item):
                 return f"{item[:40]!r} is not valid Unicode (a lone surrogate)"
     return None
 

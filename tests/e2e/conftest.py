@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.server import Server
-from tests.support import databases
 
 
 @pytest.fixture
@@ -23,17 +22,6 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in started:
         server.stop()
-
-
-@pytest.fixture
-def pg_url(pg_template: None) -> Iterator[str]:
-    """A fresh PostgreSQL database cloned from the migrated template."""
-    name = databases.clone_database()
-    try:
-        yield databases.sqlalchemy_url(name)
-    finally:
-        databases.wait_until_available()
-        databases.drop_database(name)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
@@ -376,20 +377,17 @@ def test_times_at_the_calendars_ends_are_stored_and_read(api_only: TestClient, w
     [("America/New_York", "0001-01-01T00:00:00Z"), ("Asia/Tokyo", "9999-12-31T23:59:59Z")],
 )
 def test_a_server_time_zone_other_than_utc_changes_nothing(
-    pg_template: None, tmp_path: Path, zone: str, when: str
+    pg_url: str, tmp_path: Path, zone: str, when: str
 ) -> None:
     """Such a time exists in UTC but not in every zone; sessions are pinned to UTC."""
-    name = databases.clone_database()
-    try:
-        with databases.admin() as conn:
-            conn.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{zone}'")
-        settings = fast_settings(databases.sqlalchemy_url(name), tmp_path / "data")
-        with TestClient(create_app(settings, workers=0)) as api:
-            body = {**SQL, "frame": {"columns": {"a": [1]}}, "run_after": when}
-            response = post_json(api, body)
-            assert response.status_code == 202, response.text
-            job = api.get(f"/jobs/{response.json()['id']}").json()
-            assert job["run_after"].startswith(when[:10])
-            assert api.get("/jobs").status_code == 200
-    finally:
-        databases.drop_database(name)
+    with databases.admin() as conn:
+        name = sa.make_url(pg_url).database
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{zone}'")
+    settings = fast_settings(pg_url, tmp_path / "data")
+    with TestClient(create_app(settings, workers=0)) as api:
+        body = {**SQL, "frame": {"columns": {"a": [1]}}, "run_after": when}
+        response = post_json(api, body)
+        assert response.status_code == 202, response.text
+        job = api.get(f"/jobs/{response.json()['id']}").json()
+        assert job["run_after"].startswith(when[:10])
+        assert api.get("/jobs").status_code == 200

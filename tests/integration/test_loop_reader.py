@@ -5,7 +5,6 @@ falls back to the threadpool meanwhile."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from service.db import writing
 from service.loopread import Reader
 from service.submit import Services
 from tests.conftest import fast_settings
-from tests.support import databases
+from tests.support.waiting import wait_for
 
 BODY = {"pipeline": "sql", "params": {"query": "select 1"}, "frame": {"columns": {"a": [1]}}}
 
@@ -64,17 +63,14 @@ def test_busy_sqlite_goes_to_the_threadpool_then_the_loop_reopens(engine: Engine
     lock in SQLite's busy handler as any pooled connection does."""
     reader = Reader(engine)
     reader.open()
-    loop_conn = reader._conn
     holder = engine.raw_connection()
     holder.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
     answer: list[int] = []
     thread = threading.Thread(target=lambda: answer.append(read(reader, insert_and_count)))
     try:
         thread.start()
-        deadline = time.monotonic() + 10
-        while reader._conn is loop_conn and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert reader._conn is None  # the loop gave its connection up at once
+        # the loop gave its connection up at once
+        wait_for(lambda: reader._conn is None or None, timeout=10, what="the loop to give way")
         assert thread.is_alive()  # the worker thread waits for the lock
     finally:
         holder.driver_connection.execute("COMMIT")  # type: ignore[union-attr]
@@ -119,14 +115,10 @@ def test_the_api_polls_through_the_loop_connection(sqlite_url: str, tmp_path: Pa
 
 
 @pytest.mark.postgres
-def test_postgres_api_reads_in_the_threadpool(tmp_path: Path, pg_template: None) -> None:
-    name = databases.clone_database()
-    try:
-        settings = fast_settings(databases.sqlalchemy_url(name), tmp_path / "data")
-        with TestClient(create_app(settings, workers=0)) as client:
-            reader = services(client).reader
-            assert reader is not None and not reader.on_loop and reader._conn is None
-            job = client.post("/jobs", json=BODY).json()
-            assert client.get(f"/jobs/{job['id']}").json() == job
-    finally:
-        databases.drop_database(name)
+def test_postgres_api_reads_in_the_threadpool(tmp_path: Path, pg_url: str) -> None:
+    settings = fast_settings(pg_url, tmp_path / "data")
+    with TestClient(create_app(settings, workers=0)) as client:
+        reader = services(client).reader
+        assert reader is not None and not reader.on_loop and reader._conn is None
+        job = client.post("/jobs", json=BODY).json()
+        assert client.get(f"/jobs/{job['id']}").json() == job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,7 +13,6 @@ from service.api.app import create_app
 from service.db import CHANNEL
 from service.pglisten import conninfo, route
 from tests.conftest import fast_settings
-from tests.support import databases
 from tests.support.jobs import submit, wait_status
 
 
@@ -51,15 +49,6 @@ def test_queued_wakes_workers_and_deliveries_wake_dispatchers() -> None:
     route(hub, "deliveries:j2:pending")  # type: ignore[arg-type]
     assert hub.woken("work_available") == 1
     assert hub.woken("deliveries_due") == 1
-
-
-@pytest.fixture
-def pg_url(pg_template: None) -> Iterator[str]:
-    name = databases.clone_database()
-    try:
-        yield databases.sqlalchemy_url(name)
-    finally:
-        databases.drop_database(name)
 
 
 @pytest.mark.postgres
