@@ -27,11 +27,12 @@ import pyarrow.compute as pc
 from pydantic import AwareDatetime, BaseModel, NaiveDatetime
 from pydantic.fields import FieldInfo
 
+from service import constraints
+from service.constraints import MAX_BAD_ROWS, Check
 from service.errors import InvalidFrame
 from service.text import storable
 
 Mode = Literal["strict", "coerce"]
-MAX_BAD_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Column:
     nullable: bool
     required: bool
     default: Any = None
+    checks: tuple[Check, ...] = ()
 
     def filler(self, rows: int) -> pa.Array:
         """The column a frame without it gets: its default in every row."""
@@ -73,12 +75,42 @@ def _column(name: str, field: FieldInfo) -> Column:
     aliases = tuple(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
     required = field.is_required()
     default = None if required else field.get_default(call_default_factory=True)
-    column = Column(name, aliases, arrow_type, nullable, required, default)
+    bare, inner = _unwrapped(field.annotation)
+    checks = constraints.checks_for(bare, [*field.metadata, *inner], arrow_type, f"column {name!r}")
+    column = Column(name, aliases, arrow_type, nullable, required, default, checks)
     try:
         column.filler(1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise TypeError(f"column {name!r}: its default {default!r} is not a {arrow_type}") from exc
     return column
+
+
+def _unwrapped(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type under ``Annotated`` and ``| None``, and the metadata found on the way
+    (``x: Annotated[int, Field(ge=0)] | None`` keeps ``ge`` there, not on the field)."""
+    metadata: list[Any] = []
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation, *extra = typing.get_args(annotation)
+            for item in extra:
+                metadata.extend(item.metadata if isinstance(item, FieldInfo) else [item])
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation, metadata
+            annotation = args[0]
+        else:
+            return annotation, metadata
+
+
+def _refuse_nested_constraints(annotation: Any, metadata: list[Any], where: str) -> None:
+    bare, inner = _unwrapped(annotation)
+    if constraints.has_constraints([*metadata, *inner], bare):
+        raise TypeError(
+            f"{where}: constraints inside lists and nested models are not checked on "
+            "frames; check them in the pipeline, or constrain a top-level column"
+        )
 
 
 def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.DataType, bool]:
@@ -93,9 +125,12 @@ def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.D
         return arrow_type_of(args[0], field)[0], True
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
+        _refuse_nested_constraints(item, [], f"list item {item!r}")
         item_type, _ = arrow_type_of(item)
         return pa.list_(item_type), False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for n, f in annotation.model_fields.items():
+            _refuse_nested_constraints(f.annotation, f.metadata, f"field {n!r}")
         fields = [
             pa.field(n, *arrow_type_of(f.annotation, f)) for n, f in annotation.model_fields.items()
         ]
@@ -122,6 +157,9 @@ def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
         return _decimal_type(field)
     if annotation in _SCALARS:
         return _SCALARS[annotation]
+    allowed = constraints.choices(annotation)
+    if allowed:
+        return constraints.choice_type(allowed, f"{annotation!r}")
     raise TypeError(f"unsupported column type {annotation!r}")
 
 
@@ -184,9 +222,23 @@ def conform_batch(
             arrays.append(column.filler(batch.num_rows))
             continue
         array = batch.column(source)
-        arrays.append(_conform_column(array, column, mode, text_source, row_offset, problems))
+        seen = len(problems.errors)
+        array = _conform_column(array, column, mode, text_source, row_offset, problems)
+        if column.checks and len(problems.errors) == seen:
+            _check_values(array, column, row_offset, problems)
+        arrays.append(array)
     problems.raise_if_any()
     return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow)
+
+
+def _check_values(
+    array: pa.Array, column: Column, row_offset: int, problems: FrameProblems
+) -> None:
+    label = column.aliases[0] if column.aliases else column.name
+    for check in column.checks:
+        rows = check.rows(array, row_offset)
+        if rows:
+            problems.add(label, check.reason, rows)
 
 
 def _match_columns(

@@ -229,3 +229,58 @@ def test_multipart_idempotency_covers_the_file(api_only: TestClient) -> None:
     first = post(b"userId,amount\n1,1\n")
     assert post(b"userId,amount\n1,1\n").json()["id"] == first.json()["id"]
     problem(post(b"userId,amount\n1,2\n"), 422)
+
+
+READINGS_OK = {"sensorId": ["s-1", "s-22"], "value": [0.0, 100.0], "unit": ["C", "F"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "reason", "rows"),
+    [
+        ({"value": [-0.5, 100.5]}, "value", "must be >= 0", [0]),
+        ({"value": [50.0, "NaN"]}, "value", "finite", [1]),
+        ({"sensorId": ["s-1", "x-2"]}, "sensorId", "pattern", [1]),
+        ({"sensorId": ["s-123456789", "s-2"]}, "sensorId", "at most 8 characters", [0]),
+        ({"unit": ["K", "C"]}, "unit", "must be one of 'C', 'F'", [0]),
+        ({"tags": [["a", "b", "c", "d"], None]}, "tags", "at most 3 items", [0]),
+    ],
+)
+def test_field_constraints_refuse_rows(
+    api_only: TestClient, change: dict, column: str, reason: str, rows: list[int]
+) -> None:
+    frame = {"columns": {**READINGS_OK, **change}}
+    body = problem(api_only.post("/jobs", json={"pipeline": "readings", "frame": frame}), 422)
+    error = body["errors"][0]
+    assert error["column"] == column and reason in error["reason"], body
+    assert error["rows"] == rows, body
+    assert column in body["detail"] and reason in body["detail"]
+
+
+def test_field_constraints_hold_for_files_and_valid_frames_run(client: TestClient) -> None:
+    spec = json.dumps({"pipeline": "readings"})
+    csv = b"sensorId,value\ns-1,12.5\ns-2,101\ns-3,-1\n"
+    response = client.post(
+        "/jobs", data={"spec": spec}, files={"frame": ("f.csv", csv, "text/csv")}
+    )
+    assert problem(response, 422)["errors"] == [
+        {"column": "value", "reason": "must be >= 0", "rows": [2]},
+        {"column": "value", "reason": "must be <= 100", "rows": [1]},
+    ]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"sensorId": ["s-1", "nope"], "value": [1.0, 2.0]}), sink)
+    files = {"frame": ("f.parquet", sink.getvalue(), "application/vnd.apache.parquet")}
+    error = problem(client.post("/jobs", data={"spec": spec}, files=files), 422)["errors"][0]
+    assert error["column"] == "sensorId" and error["rows"] == [1]
+    body = submit(client, "readings", {"columns": READINGS_OK})
+    done = wait_status(client, body["id"])
+    assert done["status"] == "completed", done
+    rows = client.get(f"/jobs/{body['id']}/result").json()["rows"]
+    assert [r["value"] for r in rows] == [0.0, 100.0]
+
+
+def test_pipelines_show_the_constraints_they_check(api_only: TestClient) -> None:
+    (described,) = [p for p in api_only.get("/pipelines").json() if p["name"] == "readings"]
+    fields = described["input_schema"]["properties"]
+    assert fields["sensorId"]["pattern"] == r"^s-\d+$"
+    assert fields["value"]["minimum"] == 0 and fields["value"]["maximum"] == 100
+    assert fields["unit"]["enum"] == ["C", "F"]

@@ -7,6 +7,7 @@ import os
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import pyarrow as pa
@@ -109,4 +110,18 @@ class EveryType(BaseModel):
 
 @pipeline("identity", input=EveryType, description="Returns its typed input unchanged.")
 def identity(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    return frame
+
+
+class Reading(BaseModel):
+    """An input model whose field constraints are checked on every frame."""
+
+    sensor: str = Field(alias="sensorId", pattern=r"^s-\d+$", max_length=8)
+    value: float = Field(ge=0, le=100, allow_inf_nan=False)
+    unit: Literal["C", "F"] = "C"
+    tags: list[str] | None = Field(default=None, max_length=3)
+
+
+@pipeline("readings", input=Reading)
+def readings(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     return frame
