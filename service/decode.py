@@ -149,15 +149,19 @@ def _write_frame(
             empty = schema.arrow if schema is not None else pa.schema([])
             _check_names(empty)
             writer = parquet_writer(sink, empty)
-        arrow_schema = writer.schema
     finally:
         if writer is not None:
             writer.close()
-    info = columns_info(arrow_schema)
+    # Described as readers (and the pipeline) see it: Parquet stores timestamp[s] as ms.
     if isinstance(sink, io.BytesIO):
         data = sink.getvalue()
-        return StoredFrame(None, rows, len(data), info, data=data, schema=arrow_schema)
-    return StoredFrame(sink, rows, sink.stat().st_size, info, schema=arrow_schema)
+        schema_read = pq.read_schema(pa.BufferReader(data))
+        info = columns_info(schema_read)
+        return StoredFrame(None, rows, len(data), info, data=data, schema=schema_read)
+    schema_read = pq.read_schema(sink)
+    return StoredFrame(
+        sink, rows, sink.stat().st_size, columns_info(schema_read), schema=schema_read
+    )
 
 
 def parquet_writer(dest: Path | io.BytesIO, schema: pa.Schema) -> pq.ParquetWriter:

@@ -25,55 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.errors import NotAcceptable
-
-MEDIA_TYPES = {
-    "json": "application/json",
-    "ndjson": "application/x-ndjson",
-    "csv": "text/csv",
-    "parquet": "application/vnd.apache.parquet",
-    "arrow": "application/vnd.apache.arrow.stream",
-}
-_ALIASES = {
-    "application/jsonl": "ndjson",
-    "application/x-parquet": "parquet",
-    "application/parquet": "parquet",
-    "application/vnd.apache.arrow.file": "arrow",
-}
-_WILDCARDS = {"*/*": "json", "application/*": "json", "text/*": "csv"}
 STREAM_ROWS = 16 * 1024
-
-
-def negotiate(accept: str | None, fmt: str | None) -> str:
-    """``?format=`` wins; else the first acceptable media type; else JSON."""
-    if fmt:
-        if fmt not in MEDIA_TYPES:
-            raise NotAcceptable(f"format must be one of {sorted(MEDIA_TYPES)}, not {fmt!r}")
-        return fmt
-    if not accept:
-        return "json"
-    by_media = {media: name for name, media in MEDIA_TYPES.items()} | _ALIASES | _WILDCARDS
-    ranked = sorted(_parse_accept(accept), key=lambda item: -item[1])
-    for media, quality in ranked:
-        if quality > 0 and media in by_media:
-            return by_media[media]
-    raise NotAcceptable(
-        f"cannot produce any of {accept!r}; offer one of {sorted(MEDIA_TYPES.values())}"
-    )
-
-
-def _parse_accept(accept: str) -> Iterator[tuple[str, float]]:
-    for part in accept.split(","):
-        media, *options = (p.strip() for p in part.split(";"))
-        quality = 1.0
-        for option in options:
-            key, _, value = option.partition("=")
-            if key.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        yield media.lower(), quality
 
 
 # -- text renderings ------------------------------------------------------------------
@@ -101,8 +53,27 @@ def text_array(array: pa.Array) -> pa.Array | None:
     if pa.types.is_date(kind):
         return _date_text(array)
     if pa.types.is_time(kind):
-        return pc.cast(array, pa.string())
+        return _time_text(array)
     return None
+
+
+def _time_text(array: pa.Array) -> pa.Array:
+    """Arrow cannot spell 24:00:00 (DuckDB's TIME allows it, as the end of a day)."""
+    text = pc.cast(array, pa.string())
+    unit = array.type.unit
+    per_day = 86_400 * _PER_SECOND[unit]
+    ints = array.view(pa.int64() if pa.types.is_time64(array.type) else pa.int32())
+    late = pc.fill_null(pc.greater_equal(ints, per_day), False)
+    if not pc.any(late).as_py():
+        return text
+    digits = len(str(_PER_SECOND[unit])) - 1
+    fraction = f".{0:0{digits}d}" if digits else ""
+    fixed = [_clock(v // _PER_SECOND[unit]) + fraction for v in ints.filter(late).to_pylist()]
+    return pc.replace_with_mask(text, late, pa.array(fixed, pa.string()))
+
+
+def _clock(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _is_binary(kind: pa.DataType) -> bool:
@@ -160,7 +131,7 @@ def _expanded_timestamp(value: int, unit: str, utc: bool) -> str:
     per_second = _PER_SECOND[unit]
     days, rest = divmod(value, 86_400 * per_second)
     seconds, fraction = divmod(rest, per_second)
-    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    clock = _clock(seconds)
     if per_second > 1:
         clock += f".{fraction:0{len(str(per_second)) - 1}d}"
     return f"{_expanded_date(days)}T{clock}{'Z' if utc else ''}"
@@ -301,6 +272,8 @@ def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
     JSON), which Arrow writes quoted. Null stays null: an empty unquoted field."""
     arrays = []
     for column in batch.columns:
+        if pa.types.is_dictionary(column.type):  # e.g. a DuckDB ENUM: write its values
+            column = column.dictionary_decode()
         kind = column.type
         if not (_plain(kind) or pa.types.is_floating(kind)):
             column = text_array(column) or _json_texts(column)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from service.config import Settings
 from service.decode import StoredFrame, parquet_writer
@@ -34,6 +34,7 @@ from service.errors import (
     JobTimeout,
     PipelineError,
 )
+from service.exporting import result_reader
 from service.frames import columns_info, storable_batch, storable_schema
 from service.pipelines import Pipeline
 
@@ -272,7 +273,7 @@ def _input_relation(
 
 
 def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
-    reader = _as_reader(result)
+    reader = result_reader(result)
     rows = 0
     schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
     with parquet_writer(path, schema) as writer:
@@ -280,19 +281,9 @@ def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFra
             handle.check_cancelled()
             writer.write_batch(storable_batch(batch, row_offset=rows))
             rows += batch.num_rows
-    return StoredFrame(path, rows, path.stat().st_size, columns_info(schema))
-
-
-def _as_reader(result: Any) -> pa.RecordBatchReader:
-    if isinstance(result, duckdb.DuckDBPyRelation):
-        return result.to_arrow_reader(64 * 1024)
-    if isinstance(result, pa.Table):
-        return result.to_reader()
-    if isinstance(result, pa.RecordBatchReader):
-        return result
-    raise PipelineError(
-        f"a pipeline must return a DuckDB relation or an Arrow table, not {type(result).__name__}"
-    )
+    # Described as readers see it (Parquet stores timestamp[s] as ms, renames list items).
+    stored = pq.read_schema(path)
+    return StoredFrame(path, rows, path.stat().st_size, columns_info(stored))
 
 
 def _scrubbed(message: str, *paths: Path) -> str:

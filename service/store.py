@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from service import outbox
 from service.db import notify, reading
 from service.decode import StoredFrame
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.ids import looks_like_id
 from service.models import (
     attempt_table,
@@ -182,13 +182,14 @@ _GET_CHUNK = _chunk_query()
 
 def payload_chunks(engine: Engine, job_id: str, kind: str) -> Iterator[bytes]:
     """The stored file chunk by chunk, each read by a single statement of its own (no
-    transaction stays open between chunks)."""
+    transaction stays open between chunks). A chunk that is missing means the job was
+    deleted (or pruned) meanwhile: NotFound, never a silently shorter file."""
     seq = 0
     while True:
         with reading(engine, single=True) as conn:
             row = conn.execute(_GET_CHUNK, {"job_id": job_id, "kind": kind, "seq": seq}).first()
         if row is None:
-            return
+            raise NotFound(f"job {job_id} was deleted while its {kind} was being read")
         yield bytes(row[0])
         if not row[1]:
             return

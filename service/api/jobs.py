@@ -18,7 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.engine import RowMapping
 from starlette.responses import Response, StreamingResponse
 
-from service import control, encode, store
+from service import control, encode, negotiation, store
 from service.api.deps import ServicesDep
 from service.api.uploads import frame_digest, read_submit
 from service.db import reading, writing
@@ -244,12 +244,13 @@ def get_result(
     row = _read_job(services, job_id)
     if row["status"] != "completed":
         raise Conflict(f"job {job_id} is {row['status']}; its result exists once it has completed")
-    fmt = encode.negotiate(accept, format)
-    media = encode.MEDIA_TYPES[fmt]
-    name = f'attachment; filename="{job_id}.{fmt}"'
+    fmt = negotiation.negotiate(accept, format)
+    media = negotiation.MEDIA_TYPES[fmt]
+    # The body depends on Accept: caches must not hand one client's CSV to another.
+    headers = {"Vary": "Accept", "Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'}
     if fmt == "parquet":
         chunks = store.payload_chunks(services.engine, job_id, "result")
-        headers = {"Content-Length": str(row["result_bytes"]), "Content-Disposition": name}
+        headers["Content-Length"] = str(row["result_bytes"])
         return StreamingResponse(chunks, media_type=media, headers=headers)
     path = _result_file(services, job_id)
     if fmt == "json":
@@ -257,14 +258,16 @@ def get_result(
             page = encode.json_page(path, offset=offset, limit=limit)
         finally:
             path.unlink(missing_ok=True)
-        return Response(json.dumps(page, ensure_ascii=False), media_type=media)
+        return Response(
+            json.dumps(page, ensure_ascii=False), media_type=media, headers={"Vary": "Accept"}
+        )
     encoder = {
         "ndjson": encode.ndjson_chunks,
         "csv": encode.csv_chunks,
         "arrow": encode.arrow_chunks,
     }
     body = _then_remove(encoder[fmt](path), path)
-    return StreamingResponse(body, media_type=media, headers={"Content-Disposition": name})
+    return StreamingResponse(body, media_type=media, headers=headers)
 
 
 def _result_file(services: Services, job_id: str) -> Path:
@@ -273,7 +276,11 @@ def _result_file(services: Services, job_id: str) -> Path:
     handle, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".result.parquet", dir=spool)
     with contextlib.suppress(OSError):
         os.close(handle)
-    return store.payload_to_file(services.engine, job_id, "result", Path(name))
+    try:
+        return store.payload_to_file(services.engine, job_id, "result", Path(name))
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def _then_remove(chunks: Iterator[bytes], path: Path) -> Iterator[bytes]:

@@ -125,6 +125,67 @@ def test_result_formats(client: TestClient) -> None:
     assert refused.status_code == 406
 
 
+def _sql_result(client: TestClient, query: str) -> dict:
+    job = submit(client, "sql", {"columns": {"a": [1]}}, params={"query": query})
+    return wait_status(client, job["id"])
+
+
+def test_results_vary_by_accept(client: TestClient) -> None:
+    done = _sql_result(client, "select 1 as x")
+    for fmt in ("json", "ndjson", "csv", "parquet", "arrow"):
+        response = client.get(f"/jobs/{done['id']}/result?format={fmt}")
+        assert response.headers["vary"] == "Accept", fmt
+    assert client.get(f"/jobs/{done['id']}/result?format=").status_code == 406
+
+
+def test_wide_integers_are_exact_or_the_job_fails(client: TestClient) -> None:
+    done = _sql_result(
+        client,
+        "select 70141183460469231731687303715884105727::hugeint as h, "
+        "99999999999999999999999999999999999999::uhugeint as u, "
+        "123456789012345678901234567890123456789012345::bignum as big, "
+        "'12:00:01+02'::timetz as tz",
+    )
+    assert done["status"] == "completed", done
+    (row,) = client.get(f"/jobs/{done['id']}/result").json()["rows"]
+    assert row == {
+        "h": "70141183460469231731687303715884105727",
+        "u": "99999999999999999999999999999999999999",
+        "big": "123456789012345678901234567890123456789012345",
+        "tz": "12:00:01+02",
+    }
+    for query in (
+        "select 340282366920938463463374607431768211455::uhugeint as u",
+        "select (-170141183460469231731687303715884105727)::hugeint - 1 as h",
+    ):
+        failed = _sql_result(client, query)
+        assert failed["status"] == "failed" and "DECIMAL(38,0)" in failed["error"]["message"]
+    nested = _sql_result(client, "select [1::hugeint] as l")
+    assert nested["status"] == "failed" and "cast it" in nested["error"]["message"]
+
+
+def test_repeated_result_column_names_fail_the_job(client: TestClient) -> None:
+    done = _sql_result(client, "select 1 as a, 2 as a")
+    assert done["status"] == "failed"
+    assert "repeats column names ['a']" in done["error"]["message"]
+
+
+def test_enums_and_end_of_day_times_as_text(client: TestClient) -> None:
+    done = _sql_result(client, "select 'b'::enum('a', 'b') as e, '24:00:00'::time as t")
+    assert done["status"] == "completed", done
+    url = f"/jobs/{done['id']}/result"
+    assert client.get(url + "?format=csv").text.splitlines() == ['"e","t"', '"b","24:00:00.000000"']
+    assert client.get(url).json()["rows"] == [{"e": "b", "t": "24:00:00.000000"}]
+
+
+def test_result_columns_describe_the_stored_types(client: TestClient) -> None:
+    done = _sql_result(client, "select '2020-01-01 00:00:01'::timestamp_s as ts, [1, 2] as l")
+    page = client.get(f"/jobs/{done['id']}/result").json()
+    served = [(c["name"], c["type"]) for c in page["columns"]]
+    assert [(c["name"], c["type"]) for c in done["result"]["columns"]] == served
+    assert served[0] == ("ts", "timestamp[ms]")
+
+
 def test_result_paging(client: TestClient) -> None:
     job = submit(
         client,

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from service import encode
-from service.encode import json_values, negotiate
+from service.encode import json_values
 from service.errors import NotAcceptable
+from service.negotiation import negotiate
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,11 @@ from service.errors import NotAcceptable
         ("image/png, */*;q=0.1", None, "json"),
         ("text/csv;q=zero, application/json;q=0.2", None, "json"),
         ("text/html, text/csv", None, "csv"),
+        ("application/json;q=0, */*", None, "ndjson"),  # a refusal beats the wildcard
+        ("text/csv;Q=0, text/*, application/json;q=0.1", None, "json"),
+        ("text/csv;q=2, application/json;q=0.5", None, "json"),  # q above 1 is invalid
+        ("text/csv;q=inf, application/json;q=0.5", None, "json"),
+        ("text/csv; q = 0.500, application/json;q=0.4", None, "csv"),
     ],
 )
 def test_negotiate(accept: str | None, fmt: str | None, expected: str) -> None:
@@ -51,7 +57,14 @@ def test_negotiate(accept: str | None, fmt: str | None, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("accept", "fmt"),
-    [(None, "xml"), ("text/html", None), ("application/json;q=0", None), ("image/*", None)],
+    [
+        (None, "xml"),
+        (None, ""),
+        ("text/html", None),
+        ("application/json;q=0", None),
+        ("image/*", None),
+        ("text/csv;q=0, text/*", None),
+    ],
 )
 def test_not_acceptable(accept: str | None, fmt: str | None) -> None:
     with pytest.raises(NotAcceptable):
