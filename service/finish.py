@@ -3,6 +3,10 @@
 Every outcome is one transaction, fenced by worker and attempt: a worker that lost
 its lease changes nothing, so it cannot overwrite the result of the worker that took
 the job over. The result payload is written in the same transaction as the state.
+
+A cancel answered 202 while the job ran wins over whatever the run produced: if
+``cancel_requested`` is set when the outcome is saved, the job ends ``cancelled``
+(the cancel and the end of the run can cross; the client was told it would stop).
 """
 
 from __future__ import annotations
@@ -32,32 +36,43 @@ class Attempt:
 
 
 def _transition(
-    conn: Connection, attempt: Attempt, values: dict[str, Any], *, refund: bool = False
+    conn: Connection,
+    attempt: Attempt,
+    values: dict[str, Any],
+    *,
+    refund: bool = False,
+    now: datetime | None = None,
 ) -> RowMapping | None:
-    """``refund``: give the attempt back (attempt - 1) as the state changes."""
+    """``refund``: give the attempt back (attempt - 1) as the state changes. With
+    ``now``, a cancel requested meanwhile ends the job ``cancelled`` instead."""
     if "error_message" in values:
         values["error_message"] = storable_or_none(values["error_message"])
     params = {f"v_{name}": value for name, value in values.items()}
     params.update(job_id=attempt.job_id, worker=attempt.worker, attempt_n=attempt.attempt)
-    stmt = _transition_statement(tuple(sorted(values)), refund)
+    stmt = _transition_statement(tuple(sorted(values)), refund, now is not None)
     row = conn.execute(stmt, params).mappings().first()
+    if row is None and now is not None:
+        return cancelled(conn, attempt, now=now)  # None too when the lease was lost
     return add_event(conn, row) if row is not None else None
 
 
 @functools.lru_cache(maxsize=32)
-def _transition_statement(columns: tuple[str, ...], refund: bool) -> sa.Update:
+def _transition_statement(columns: tuple[str, ...], refund: bool, unless_cancel: bool) -> sa.Update:
     """Built once per outcome's set of columns (building it per call cost ~0.2 ms)."""
     values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=J[c].type) for c in columns}
     if refund:
         values["attempt"] = J.attempt - 1
+    fence = [
+        J.id == sa.bindparam("job_id", type_=J.id.type),
+        J.status == RUNNING,
+        J.worker_id == sa.bindparam("worker", type_=J.worker_id.type),
+        J.attempt == sa.bindparam("attempt_n", type_=J.attempt.type),
+    ]
+    if unless_cancel:
+        fence.append(sa.not_(J.cancel_requested))
     return (
         job_table.update()
-        .where(
-            J.id == sa.bindparam("job_id", type_=J.id.type),
-            J.status == RUNNING,
-            J.worker_id == sa.bindparam("worker", type_=J.worker_id.type),
-            J.attempt == sa.bindparam("attempt_n", type_=J.attempt.type),
-        )
+        .where(*fence)
         .values(**values, version=J.version + 1)
         .returning(job_table)
     )
@@ -86,8 +101,8 @@ def complete(
         "error_type": None,
         "error_message": None,
     }
-    row = _transition(conn, attempt, values)
-    if row is not None:
+    row = _transition(conn, attempt, values, now=now)
+    if row is not None and row["status"] == "completed":
         delete_payload(conn, attempt.job_id, "result")
         write_payload(conn, attempt.job_id, "result", result, chunk_bytes)
     return row
@@ -97,7 +112,7 @@ def fail(
     conn: Connection, attempt: Attempt, error_type: str, message: str, *, now: datetime
 ) -> RowMapping | None:
     values = {**_ended(now, "failed"), "error_type": error_type, "error_message": message}
-    return _transition(conn, attempt, values)
+    return _transition(conn, attempt, values, now=now)
 
 
 def cancelled(conn: Connection, attempt: Attempt, *, now: datetime) -> RowMapping | None:
@@ -130,4 +145,4 @@ def requeue(
         "error_type": error_type,
         "error_message": message,
     }
-    return _transition(conn, attempt, values, refund=refund_attempt)
+    return _transition(conn, attempt, values, refund=refund_attempt, now=now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -76,12 +77,14 @@ def submit(
         existing = _replay(services.engine, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
-    job_id = new_id()
-    path = _spool_path(services.settings, job_id) if frame_file is not None else None
+    path = _spool_path(services.settings) if frame_file is not None else None
     try:
         stored = _store_frame(pipeline, spec, frame_file, path)
         if pipeline.check_params is not None:
             _check_once(services, pipeline, params, stored)
+        # Ids sort by time: taken only now, after a large frame took its time to
+        # convert, so that job lists (newest first, keyset paging) follow commit order.
+        job_id = new_id()
         values = _job_values(services.settings, pipeline, spec, params, stored, job_id)
         values.update(idempotency_key=idempotency_key, request_hash=request_hash)
         row = _commit(services, values, stored, idempotency_key, request_hash)
@@ -99,10 +102,10 @@ def submit(
     return row, True
 
 
-def _spool_path(settings: Settings, job_id: str) -> Path:
+def _spool_path(settings: Settings) -> Path:
     """A file upload is written to disk as Parquet; a JSON frame stays in memory."""
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return settings.spool_dir / f"{job_id}.input.parquet"
+    return settings.spool_dir / f"{secrets.token_hex(16)}.input.parquet"
 
 
 def _commit(

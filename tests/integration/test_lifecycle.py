@@ -6,6 +6,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from fastapi.testclient import TestClient
 
 from service import claim, finish
@@ -157,9 +160,6 @@ def test_finish_is_fenced_by_attempt(settings: Settings, tmp_path: Path) -> None
                 )
             assert retaken[0]["attempt"] == 2
             result = tmp_path / "r.parquet"
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
             pq.write_table(pa.table({"x": [1]}), result)
             frame = StoredFrame(result, 1, result.stat().st_size, [])
             with writing(engine) as conn:
@@ -174,6 +174,38 @@ def test_finish_is_fenced_by_attempt(settings: Settings, tmp_path: Path) -> None
             assert row is not None and row["status"] == "failed" and row["result_rows"] is None
         finally:
             engine.dispose()
+
+
+@pytest.mark.parametrize("outcome", ["complete", "fail", "requeue"])
+def test_an_accepted_cancel_wins_over_the_runs_outcome(
+    settings: Settings, tmp_path: Path, outcome: str
+) -> None:
+    """The cancel (202) lands after the run ended but before its outcome is saved."""
+    result = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"x": [1]}), result)
+    saves = {
+        "complete": lambda conn, a: finish.complete(
+            conn, a, StoredFrame(result, 1, result.stat().st_size, []), now=utcnow(), chunk_bytes=64
+        ),
+        "fail": lambda conn, a: finish.fail(conn, a, "PipelineError", "broke", now=utcnow()),
+        "requeue": lambda conn, a: finish.requeue(
+            conn, a, now=utcnow(), delay_s=5, error_type="TransientError", message="again"
+        ),
+    }
+    with TestClient(create_app(settings, workers=0)) as api:
+        job_id = _insert_running(settings, api, worker="w1", lease_s=30)
+        accepted = api.post(f"/jobs/{job_id}/cancel")
+        assert accepted.status_code == 202 and accepted.json()["cancel_requested"] is True
+        engine = make_engine(settings)
+        try:
+            with writing(engine) as conn:
+                row = saves[outcome](conn, finish.Attempt(job_id, "w1", 1))
+        finally:
+            engine.dispose()
+        assert row is not None and row["status"] == "cancelled"
+        body = api.get(f"/jobs/{job_id}").json()
+        assert body["status"] == "cancelled" and body["result"] is None
+        assert api.get(f"/jobs/{job_id}/result").status_code == 409
 
 
 def test_claims_never_overlap(settings: Settings) -> None:

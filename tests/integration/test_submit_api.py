@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
+from service.schemas import JobSpec
+from service.submit import FrameFile
+from service.submit import submit as submit_job
 from tests.support.jobs import submit, wait_status
 
 BILLING = {"columns": {"userId": [1, 2, 1], "amount": [1.5, 2.0, 3.0]}}
@@ -284,3 +289,35 @@ def test_pipelines_show_the_constraints_they_check(api_only: TestClient) -> None
     assert fields["sensorId"]["pattern"] == r"^s-\d+$"
     assert fields["value"]["minimum"] == 0 and fields["value"]["maximum"] == 100
     assert fields["unit"]["enum"] == ["C", "F"]
+
+
+def test_job_ids_follow_commit_order_not_arrival(settings) -> None:
+    """A large frame that takes a while to convert must not get an id older than the
+    jobs committed meanwhile: lists are newest first and paged by id."""
+    app = create_app(settings, workers=0)
+    gate, converting = threading.Event(), threading.Event()
+
+    class SlowFile(io.BytesIO):
+        def read(self, *args: int) -> bytes:
+            converting.set()
+            assert gate.wait(10)
+            return super().read(*args)
+
+    with TestClient(app) as api:
+        services = app.state.services
+        slow: dict[str, str] = {}
+
+        def slow_submit() -> None:
+            frame = FrameFile(SlowFile(b"userId,amount\n1,2.5\n"), "csv")
+            row, _ = submit_job(services, JobSpec(pipeline="billing_rollup"), frame_file=frame)
+            slow["id"] = row["id"]
+
+        thread = threading.Thread(target=slow_submit)
+        thread.start()
+        assert converting.wait(10)
+        quick = submit(api, "billing_rollup", BILLING)
+        gate.set()
+        thread.join(10)
+        assert slow["id"] > quick["id"]
+        newest = [j["id"] for j in api.get("/jobs?page_size=2").json()["items"]]
+        assert newest == [slow["id"], quick["id"]]
