@@ -48,6 +48,9 @@ def create_app(
         version=__version__,
         summary="Durable background jobs over data frames, run on DuckDB.",
         lifespan=lifespan,
+        # No redirect for a trailing slash: Starlette builds it from the Host header,
+        # which a client controls; an unknown path is a plain 404 problem instead.
+        redirect_slashes=False,
     )
     problems.install(app)
     app.include_router(jobs.router)

@@ -8,13 +8,15 @@ so the query is split here first and must be exactly one SELECT.
 from __future__ import annotations
 
 import duckdb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import InvalidInput
 from service.pipelines import Context, pipeline
 
 
 class SqlParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     query: str = Field(min_length=1, max_length=100_000, description="One SELECT over `input`.")
 
 

@@ -205,6 +205,14 @@ def test_params_are_validated(api_only: TestClient) -> None:
     problem(api_only.post("/jobs", json=body), 422)
     body = {"pipeline": "billing_rollup", "frame": BILLING, "max_attempts": 0}
     problem(api_only.post("/jobs", json=body), 422)
+    body = {"pipeline": "sql", "params": {"query": "select 1", "querry": "x"}, "frame": BILLING}
+    assert problem(api_only.post("/jobs", json=body), 422)["errors"][0]["field"] == "querry"
+
+
+def test_trailing_slashes_are_not_redirected(api_only: TestClient) -> None:
+    """Starlette would redirect to a URL built from the client's Host header."""
+    response = api_only.get("/jobs/", headers={"Host": "evil.example"}, follow_redirects=False)
+    problem(response, 404)
 
 
 def test_idempotency_key(api_only: TestClient) -> None:
