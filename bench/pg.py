@@ -25,8 +25,9 @@ import sqlalchemy as sa
 
 from bench.harness import ROOT, free_port, log_tail, temp_dir
 from service.config import Settings
-from service.db import make_engine, upgrade
+from service.db import make_engine
 from service.models import job_table, payload_table
+from service.revisions import upgrade
 
 ADMIN_URL = os.environ.get("FRAMEJOBS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 READY_TIMEOUT_S = 60.0

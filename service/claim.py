@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from service.models import job_table
+from service.processes import HOST, alive
 from service.store import add_event
 
 J = job_table.c
@@ -26,19 +26,6 @@ J = job_table.c
 # the statement, a generic plan with ``status = $1`` would scan the whole table.
 QUEUED: sa.ColumnElement[str] = sa.literal_column("'queued'", sa.String)
 RUNNING: sa.ColumnElement[str] = sa.literal_column("'running'", sa.String)
-
-
-def _host_identity() -> str:
-    """Host name plus pid namespace: two containers may share a host name, but a pid
-    is only meaningful inside its own namespace."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}/{namespace}"
-
-
-HOST = _host_identity()
 
 
 def worker_id(suffix: str) -> str:
@@ -167,16 +154,6 @@ def dead_local_workers(workers: set[str], mine: frozenset[str]) -> frozenset[str
         if host != HOST or not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if pid == os.getpid() or not _alive(pid):
+        if pid == os.getpid() or not alive(pid):
             dead.add(wid)
     return frozenset(dead)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,27 +1,33 @@
-"""The ``framejobs`` command: serve, worker, migrate."""
+"""The ``framejobs`` command: serve, worker, migrate, prune, webhook-secret, and a
+client (submit, jobs list/show/cancel)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 import uvicorn
+from alembic.util import CommandError
+from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import client as client_api
-from service.config import Settings
-from service.db import make_engine, upgrade
-from service.errors import ServiceUnavailable
+from service.config import MAX_SLOTS, Settings
+from service.db import make_engine
+from service.errors import FramejobsError, first_line
 from service.logs import configure_logging
 from service.prune import parse_age, prune
+from service.revisions import check_schema, upgrade
 from service.runtime import Runtime
 from service.secrets import stored_secret
 from service.store import utcnow
@@ -34,9 +40,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
     workers: Annotated[
-        int | None, typer.Option(help="In-process worker slots (0: API only).")
+        int | None,
+        typer.Option(min=0, max=MAX_SLOTS, help="In-process worker slots (0: API only)."),
     ] = None,
     migrate: Annotated[
         bool | None,
@@ -49,62 +56,90 @@ def serve(
     """Run the HTTP API, with in-process workers unless --workers 0."""
     from service.api.app import create_app
 
-    settings = _settings(grace)
+    settings = _settings(shutdown_grace_s=grace, workers=workers)
     configure_logging(settings.log_level)
-    application = create_app(
-        settings,
-        workers=workers,
-        migrate=settings.is_sqlite if migrate is None else migrate,
-    )
+    # Listen first: a port that is taken must stop the start before any job is claimed.
+    listener = _listen(host, port)
+    with _fatal("cannot start"):
+        runtime = Runtime.start(
+            settings,
+            workers=settings.workers,
+            migrate=settings.is_sqlite if migrate is None else migrate,
+        )
     config = uvicorn.Config(
-        application,
+        create_app(settings, runtime=runtime),
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    _CleanExitServer(config).run()
+    _CleanExitServer(config, runtime).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        _die(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
+    return sock
 
 
 class _CleanExitServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, so the process
-    ends "killed by signal". A drained, orderly stop is a success: exit 0."""
+    ends "killed by signal". A drained, orderly stop is a success: exit 0. A second
+    signal ends the workers' grace period at once."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        if self.should_exit and self.runtime.worker is not None:
+            self.runtime.worker.hurry()
+        self.handle_exit(sig, frame)
+
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=MAX_SLOTS, help="Jobs run at once.")
+    ] = None,
     grace: Annotated[
         float | None, typer.Option(help="Seconds running jobs get on shutdown.")
     ] = None,
 ) -> None:
-    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully."""
-    settings = _settings(grace)
+    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully; a second one
+    ends the grace period at once."""
+    settings = _settings(shutdown_grace_s=grace)
     configure_logging(settings.log_level)
     slots = concurrency if concurrency is not None else max(settings.workers, 1)
-    if slots < 1:
-        raise typer.BadParameter("must be at least 1", param_hint="--concurrency")
-    try:
+    with _fatal("cannot start"):
         runtime = Runtime.start(settings, workers=slots, migrate=False)
-    except ServiceUnavailable as exc:
-        log.error("cannot start: %s", exc.detail)
-        raise typer.Exit(1) from exc
     stop = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        if stop.is_set() and runtime.worker is not None:
+            runtime.worker.hurry()
+        stop.set()
+
     for sig in _STOP_SIGNALS:
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     log.info("worker running; send SIGTERM to stop")
     stop.wait()
     log.info("stopping: running jobs get %.0f s", settings.shutdown_grace_s)
@@ -114,11 +149,12 @@ def worker(
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest version."""
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings.log_level)
     engine = make_engine(settings)
     try:
-        upgrade(engine)
+        with _fatal("cannot migrate"):
+            upgrade(engine)
     finally:
         engine.dispose()
     typer.echo("schema at head")
@@ -139,7 +175,10 @@ def submit(
     url: ServerURL = "http://127.0.0.1:8000",
     params: Annotated[str | None, typer.Option(help="Pipeline params as JSON.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the result here when done.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Result format for --out.")] = "parquet",
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help=f"Result format for --out: {', '.join(client_api.FORMATS)}."),
+    ] = "parquet",
     wait: Annotated[
         bool, typer.Option(help="Follow the job to its end with a progress bar.")
     ] = True,
@@ -147,24 +186,48 @@ def submit(
     """Upload a frame as a job; follow it with a progress bar; save the result."""
     spec: dict[str, object] = {"pipeline": pipeline}
     if params:
-        spec["params"] = json.loads(params)
-    with httpx.Client(base_url=url, timeout=60) as client:
-        try:
-            job = client_api.submit_file(client, spec, frame)
-            typer.echo(f"job {job['id']} {job['status']}")
-            if not wait:
-                return
-            job = _follow_with_bar(client, job["id"])
-            if job["status"] != "completed":
-                error = job.get("error") or {}
-                typer.echo(f"job {job['id']} {job['status']}: {error.get('message', '')}", err=True)
-                raise typer.Exit(1)
-            if out is not None:
-                size = client_api.download(client, job["id"], fmt, out)
-                typer.echo(f"result: {job['result']['rows']} rows -> {out} ({size} bytes)")
-        except client_api.ClientError as exc:
-            typer.echo(f"refused: {exc}", err=True)
-            raise typer.Exit(2) from exc
+        spec["params"] = _json_option(params, "--params")
+    if fmt not in client_api.FORMATS:
+        raise typer.BadParameter(f"one of {', '.join(client_api.FORMATS)}", param_hint="--format")
+    if out is not None and not out.parent.is_dir():
+        raise typer.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
+    with _client(url) as client:
+        job = client_api.submit_file(client, spec, frame)
+        typer.echo(f"job {job['id']} {job['status']}")
+        if not wait:
+            return
+        job = _follow_with_bar(client, job["id"])
+        if job["status"] != "completed":
+            error = job.get("error") or {}
+            typer.echo(f"job {job['id']} {job['status']}: {error.get('message', '')}", err=True)
+            raise typer.Exit(1)
+        if out is not None:
+            size = client_api.download(client, job["id"], fmt, out)
+            typer.echo(f"result: {job['result']['rows']} rows -> {out} ({size} bytes)")
+
+
+def _json_option(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=name) from exc
+
+
+@contextmanager
+def _client(url: str) -> Iterator[httpx.Client]:
+    """An HTTP client whose failures end the command with one line: 2 when the service
+    refused the request, 1 when it could not be reached or did not answer as itself."""
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+    except client_api.ClientError as exc:
+        _die(f"refused: {exc}", 2)
+    except httpx.UnsupportedProtocol as exc:
+        _die(f"{url!r} is not an http:// or https:// URL ({exc})", 2)
+    except httpx.HTTPError as exc:
+        _die(f"cannot reach {url}: {type(exc).__name__}: {first_line(exc)}", 1)
+    except ValueError as exc:  # a body that is not the JSON framejobs answers with
+        _die(f"{url} did not answer as framejobs does: {first_line(exc)}", 1)
 
 
 def _follow_with_bar(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -195,10 +258,10 @@ def jobs_list(
     url: ServerURL = "http://127.0.0.1:8000",
     status: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only jobs of this pipeline.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
 ) -> None:
     """The newest jobs, one line each."""
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with _client(url) as client:
         for job in client_api.list_jobs(client, status=status, pipeline=pipeline, page_size=limit):
             typer.echo(f"{job['id']}  {job['status']:<9}  {job['pipeline']}  {job['created_at']}")
 
@@ -206,23 +269,15 @@ def jobs_list(
 @jobs_app.command("show")
 def jobs_show(job_id: str, url: ServerURL = "http://127.0.0.1:8000") -> None:
     """One job as JSON."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        try:
-            typer.echo(json.dumps(client_api.job_of(client, job_id), indent=2))
-        except client_api.ClientError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from exc
+    with _client(url) as client:
+        typer.echo(json.dumps(client_api.job_of(client, job_id), indent=2))
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, url: ServerURL = "http://127.0.0.1:8000") -> None:
     """Cancel a job (queued: at once; running: it is interrupted)."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        try:
-            job = client_api.cancel(client, job_id)
-        except client_api.ClientError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from exc
+    with _client(url) as client:
+        job = client_api.cancel(client, job_id)
     typer.echo(f"job {job['id']} {job['status']}")
 
 
@@ -235,11 +290,13 @@ def prune_command(
         age = parse_age(older_than)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings.log_level)
     engine = make_engine(settings)
     try:
-        deleted = prune(engine, before=utcnow() - age)
+        with _fatal("cannot prune"):
+            check_schema(engine)
+            deleted = prune(engine, before=utcnow() - age)
     finally:
         engine.dispose()
     typer.echo(f"deleted {deleted} finished job(s)")
@@ -248,13 +305,14 @@ def prune_command(
 @app.command("webhook-secret")
 def webhook_secret() -> None:
     """Print the webhook signing secret(s) receivers verify signatures with."""
-    settings = Settings()
+    settings = _settings()
     if settings.webhook_secrets:
         typer.echo("\n".join(settings.webhook_secrets))
         return
     engine = make_engine(settings)
     try:
-        stored = stored_secret(engine)
+        with _fatal("cannot read the secret"):
+            stored = stored_secret(engine)
     finally:
         engine.dispose()
     if stored is None:
@@ -263,11 +321,34 @@ def webhook_secret() -> None:
     typer.echo(stored)
 
 
-def _settings(grace: float | None) -> Settings:
-    settings = Settings()
-    if grace is not None:
-        settings = settings.model_copy(update={"shutdown_grace_s": grace})
-    return settings
+def _settings(**overrides: Any) -> Settings:
+    """The settings (environment, then these options); a bad value ends the command
+    with one line per setting, never its value (it may be a secret)."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            typer.echo(f"error: FRAMEJOBS_{name.upper()}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _fatal(doing: str) -> Iterator[None]:
+    """Errors that stop a command before it does its work: one line, exit 1."""
+    try:
+        yield
+    except FramejobsError as exc:
+        _die(f"{doing}: {exc.detail}", 1)
+    except SQLAlchemyError as exc:
+        _die(f"{doing}: the database: {first_line(exc)}", 1)
+    except CommandError as exc:
+        _die(f"{doing}: {first_line(exc)}", 1)
+
+
+def _die(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import httpx
 from service.decode import SUFFIXES
 
 TERMINAL = {"completed", "failed", "cancelled"}
+FORMATS = ("parquet", "csv", "ndjson", "json", "arrow")
 _MEDIA = {
     "csv": "text/csv",
     "ndjson": "application/x-ndjson",
@@ -27,6 +28,7 @@ class ClientError(Exception):
 
 def _check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
+        response.read()  # a streamed response has not read its problem body yet
         try:
             detail = response.json().get("detail", response.text)
         except ValueError:
@@ -71,6 +73,10 @@ def job_of(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def download(client: httpx.Client, job_id: str, fmt: str, dest: Path) -> int:
+    """Write the whole result to ``dest``; returns its size in bytes. JSON is fetched
+    page by page and written as one document with every row."""
+    if fmt == "json":
+        return _download_json(client, job_id, dest)
     size = 0
     with client.stream("GET", f"/jobs/{job_id}/result", params={"format": fmt}) as response:
         _check(response)
@@ -79,6 +85,20 @@ def download(client: httpx.Client, job_id: str, fmt: str, dest: Path) -> int:
                 out.write(chunk)
                 size += len(chunk)
     return size
+
+
+def _download_json(client: httpx.Client, job_id: str, dest: Path) -> int:
+    rows: list[Any] = []
+    offset: int | None = 0
+    page: dict[str, Any] = {}
+    while offset is not None:
+        params: dict[str, str | int] = {"format": "json", "offset": offset, "limit": 10_000}
+        page = _check(client.get(f"/jobs/{job_id}/result", params=params)).json()
+        rows.extend(page["rows"])
+        offset = page["next_offset"]
+    text = json.dumps({"columns": page.get("columns", []), "rows": rows}, ensure_ascii=False)
+    dest.write_text(text, encoding="utf-8")
+    return dest.stat().st_size
 
 
 def list_jobs(client: httpx.Client, **filters: Any) -> list[dict[str, Any]]:

@@ -16,6 +16,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Durations are finite: an infinite lease or grace would overflow the clock arithmetic.
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+HOUR, DAY = 3600.0, 86400.0
+WEEK, YEAR = 7 * DAY, 365.25 * DAY
+MAX_SLOTS = 256  # worker slots per process; each holds a DuckDB cursor
 # Standard Webhooks' suggested schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
@@ -42,47 +47,71 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_json_bytes: int = Field(default=64 * 1024**2, gt=0)
-    payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024)
+    payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024, le=256 * 1024**2)
 
     # FULL: a commit (and so a 202) survives power loss; NORMAL: only a process crash.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=20, ge=0)
-    prune_after_s: float | None = Field(default=None, gt=0)
-    prune_interval_s: float = Field(default=3600.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    prune_after_s: Seconds | None = Field(default=None, gt=0, le=100 * YEAR)
+    prune_interval_s: Seconds = Field(default=3600.0, gt=0, le=WEEK)
 
-    workers: int = Field(default_factory=_default_workers, ge=0)
+    workers: int = Field(default_factory=_default_workers, ge=0, le=MAX_SLOTS)
     claim_batch: int = Field(default=4, ge=1, le=100)
-    lease_s: float = Field(default=30.0, gt=0)
-    heartbeat_s: float = Field(default=10.0, gt=0)
-    poll_interval_s: float = Field(default=0.5, gt=0)
-    rescue_interval_s: float = Field(default=5.0, gt=0)
+    lease_s: Seconds = Field(default=30.0, gt=0, le=DAY)
+    heartbeat_s: Seconds = Field(default=10.0, gt=0, le=DAY)
+    poll_interval_s: Seconds = Field(default=0.5, gt=0, le=HOUR)
+    rescue_interval_s: Seconds = Field(default=5.0, gt=0, le=DAY)
     rescue_dead_local: bool = True
-    progress_interval_s: float = Field(default=0.25, gt=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    progress_interval_s: Seconds = Field(default=0.25, gt=0, le=HOUR)
+    shutdown_grace_s: Seconds = Field(default=30.0, ge=0, le=DAY)
 
-    default_max_attempts: int = Field(default=3, ge=1)
-    retry_base_s: float = Field(default=1.0, ge=0)
-    retry_max_s: float = Field(default=300.0, ge=0)
+    default_max_attempts: int = Field(default=3, ge=1, le=1000)
+    retry_base_s: Seconds = Field(default=1.0, ge=0, le=DAY)
+    retry_max_s: Seconds = Field(default=300.0, ge=0, le=WEEK)
 
-    duckdb_threads: int = Field(default_factory=_default_workers, ge=1)
+    duckdb_threads: int = Field(default_factory=_default_workers, ge=1, le=1024)
     duckdb_memory_limit: str = "1GB"
     duckdb_temp_directory: Path | None = None
 
     webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_timeout_s: float = Field(default=15.0, gt=0)
-    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1
+    webhook_timeout_s: Seconds = Field(default=15.0, gt=0, le=HOUR)
+    webhook_retry_schedule: Annotated[list[Seconds], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1, max_length=100
     )
     webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
-    webhook_max_retry_after_s: float = Field(default=86400.0, gt=0)
+    webhook_max_retry_after_s: Seconds = Field(default=86400.0, gt=0, le=WEEK)
     webhook_allow_networks: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
     webhook_concurrency: int = Field(default=16, ge=1, le=256)
-    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
+    webhook_poll_interval_s: Seconds = Field(default=1.0, gt=0, le=HOUR)
     webhook_dispatch: bool = True
 
-    long_poll_max_s: float = Field(default=60.0, gt=0)
+    long_poll_max_s: Seconds = Field(default=60.0, gt=0, le=HOUR)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError(
+                "must be sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
+            )
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(not 0 < delay <= WEEK for delay in value):
+            raise ValueError("each retry delay must be more than 0 and at most a week")
+        return value
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        # ipaddress says why ("has host bits set"); pydantic's own message does not.
+        if not isinstance(value, str):
+            return value
+        return [ipaddress.ip_network(v.strip()) for v in value.split(",") if v.strip()]
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -94,13 +123,7 @@ class Settings(BaseSettings):
     def _upper_sync(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator(
-        "pipelines",
-        "webhook_secrets",
-        "webhook_retry_schedule",
-        "webhook_allow_networks",
-        mode="before",
-    )
+    @field_validator("pipelines", "webhook_secrets", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
@@ -113,9 +136,11 @@ class Settings(BaseSettings):
             if not secret.startswith("whsec_") or len(body) < 24:
                 raise ValueError("each webhook secret must be whsec_ followed by base64")
             try:
-                base64.b64decode(body + "==", validate=False)
+                key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
             except ValueError as exc:
                 raise ValueError("a webhook secret is not valid base64") from exc
+            if len(key) < 16:
+                raise ValueError("a webhook secret must hold at least 16 bytes")
         return value
 
     @field_validator("heartbeat_s")

@@ -1,4 +1,4 @@
-"""Engines, transactions and the schema check.
+"""Engines and transactions.
 
 SQLite runs in WAL mode with a busy timeout. Write transactions start with
 ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes can fail at
@@ -18,10 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from service.config import Settings
@@ -36,7 +32,6 @@ _BUSY_TIMEOUT_S = 30  # as the busy_timeout below
 # of one process therefore queue on a lock of their own, which wakes the next one at
 # once; SQLite's busy timeout is left to arbitrate between processes.
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -56,7 +51,8 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def _sqlite_engine(url: sa.URL, synchronous: str) -> Engine:
-    if url.database and url.database != ":memory:":
+    # (a "file:" URI names its file itself: no folder to make for it)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         url,
@@ -154,28 +150,3 @@ def notify(conn: Connection, payload: str) -> None:
             sa.text("SELECT pg_notify(:channel, :payload)"),
             {"channel": CHANNEL, "payload": payload},
         )
-
-
-def alembic_config(engine: Engine | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if engine is not None:
-        cfg.attributes["engine"] = engine
-    return cfg
-
-
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def upgrade(engine: Engine) -> None:
-    command.upgrade(alembic_config(engine), "head")
-
-
-def schema_at_head(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision()

@@ -97,6 +97,19 @@ class ServiceUnavailable(FramejobsError):
     slug = "unavailable"
 
 
+class StartupError(FramejobsError):
+    """The process cannot start (settings, database, pipelines); said in one line."""
+
+    title = "Cannot start"
+    slug = "cannot-start"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line: enough to say what failed, without a traceback."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
 class JobError(FramejobsError):
     """Raised while a job runs; its class name becomes ``job.error.type``."""
 

@@ -43,10 +43,11 @@ Reason = Literal["cancel", "timeout", "shutdown"]
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
 _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
-    "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
+# Set after connecting: given at connect, it also refuses the temp_directory setting.
+_NO_FILES = "SET enable_external_access=false"
 
 
 class Engines:
@@ -78,6 +79,7 @@ class Engines:
 
     def _sandbox(self) -> tuple[duckdb.DuckDBPyConnection, _Pool]:
         database = self._database(_SANDBOX_CONFIG)
+        database.execute(_NO_FILES)
         pool: _Pool = queue.Queue()
         for _ in range(self._slots):
             pool.put(_configured(database.cursor()))

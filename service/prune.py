@@ -18,12 +18,18 @@ J = job_table.c
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_AGE_S = 100 * 365.25 * 86400
+
+
 def parse_age(text: str) -> timedelta:
     """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not match:
         raise ValueError(f"not an age: {text!r} (try 7d, 12h, 30m)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds > MAX_AGE_S:
+        raise ValueError(f"{text!r} is more than 100 years; nothing finished that long ago")
+    return timedelta(seconds=seconds)
 
 
 def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:

@@ -6,18 +6,22 @@ import logging
 from dataclasses import dataclass
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from service import spool
 from service.config import Settings
-from service.db import make_engine, schema_at_head, upgrade
+from service.db import make_engine, writing
 from service.dispatch import Dispatcher
-from service.errors import ServiceUnavailable
+from service.errors import ServiceUnavailable, StartupError, first_line
 from service.execute import Engines
 from service.loopread import Reader
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pglisten import Listener
-from service.pipelines import load_registry
+from service.pipelines import Registry, load_registry
+from service.revisions import check_schema, upgrade
 from service.secrets import signing_secrets
 from service.ssrf import Resolver, system_resolver
 from service.submit import Services
@@ -45,21 +49,41 @@ class Runtime:
         resolver: Resolver = system_resolver,
         transport: httpx.BaseTransport | None = None,
     ) -> Runtime:
-        """``resolver`` and ``transport`` replace DNS and the network in tests."""
+        """``resolver`` and ``transport`` replace DNS and the network in tests.
+
+        Everything that can fail (database, schema, pipelines, secrets) is checked
+        before any thread starts, so a start that fails claims no job: it raises
+        StartupError and leaves nothing running."""
         engine = make_engine(settings)
-        if migrate:
-            upgrade(engine)
-        elif not schema_at_head(engine):
+        engines: Engines | None = None
+        try:
+            _check_database(engine, settings, migrate=migrate)
+            settings.spool_dir.mkdir(parents=True, exist_ok=True)
+            spool.sweep(settings.spool_dir)
+            registry = _registry(settings)
+            engines = Engines(settings, job_slots=workers)
+            runtime = cls._build(settings, engine, registry, engines, workers, resolver, transport)
+        except BaseException:
+            if engines is not None:
+                engines.close()
             engine.dispose()
-            raise ServiceUnavailable("the database schema is not at head; run `framejobs migrate`")
-        settings.spool_dir.mkdir(parents=True, exist_ok=True)
-        registry = load_registry(settings)
-        engines = Engines(settings, job_slots=workers)
+            raise
+        runtime._start_threads()
+        log.info("started: %d worker slot(s), database %s", workers, engine.url.render_as_string())
+        return runtime
+
+    @classmethod
+    def _build(
+        cls,
+        settings: Settings,
+        engine: Engine,
+        registry: Registry,
+        engines: Engines,
+        workers: int,
+        resolver: Resolver,
+        transport: httpx.BaseTransport | None,
+    ) -> Runtime:
         hub = Hub()
-        listener = None
-        if engine.dialect.name == "postgresql":
-            listener = Listener(settings.database_url, hub)
-            listener.start()
         metrics = Metrics(engine)
         services = Services(
             engine,
@@ -83,13 +107,16 @@ class Runtime:
                 concurrency=workers,
                 metrics=metrics,
             )
-            worker.start()
-        dispatcher = None
-        if settings.webhook_dispatch:
-            dispatcher = _dispatcher(services, transport)
-            dispatcher.start()
-        log.info("started: %d worker slot(s), database %s", workers, engine.url.render_as_string())
+        dispatcher = _dispatcher(services, transport) if settings.webhook_dispatch else None
+        listener = None
+        if engine.dialect.name == "postgresql":
+            listener = Listener(settings.database_url, hub)
         return cls(services, metrics, worker, dispatcher, listener)
+
+    def _start_threads(self) -> None:
+        for part in (self.listener, self.worker, self.dispatcher):
+            if part is not None:
+                part.start()
 
     def stop(self, grace_s: float | None = None) -> None:
         grace = self.services.settings.shutdown_grace_s if grace_s is None else grace_s
@@ -103,6 +130,35 @@ class Runtime:
         if self.services.reader is not None:
             self.services.reader.close()
         self.services.engine.dispose()
+
+
+def _check_database(engine: Engine, settings: Settings, *, migrate: bool) -> None:
+    try:
+        if migrate:
+            upgrade(engine)
+        check_schema(engine)
+        if settings.is_sqlite:
+            _check_writable(engine)
+    except ServiceUnavailable as exc:
+        raise StartupError(exc.detail) from exc
+    except SQLAlchemyError as exc:
+        raise StartupError(f"cannot use the database: {first_line(exc)}") from exc
+
+
+def _check_writable(engine: Engine) -> None:
+    """A read-only SQLite file (or folder) would pass every read and fail each write:
+    refuse to start rather than answer 503 to every submit."""
+    with writing(engine) as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+
+
+def _registry(settings: Settings) -> Registry:
+    try:
+        return load_registry(settings)
+    except StartupError:
+        raise
+    except Exception as exc:
+        raise StartupError(f"cannot load the pipelines: {type(exc).__name__}: {exc}") from exc
 
 
 def _reader(engine: Engine) -> Reader:

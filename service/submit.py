@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from service import ssrf
+from service import spool, ssrf
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
@@ -105,7 +105,7 @@ def submit(
 def _spool_path(settings: Settings) -> Path:
     """A file upload is written to disk as Parquet; a JSON frame stays in memory."""
     settings.spool_dir.mkdir(parents=True, exist_ok=True)
-    return settings.spool_dir / f"{secrets.token_hex(16)}.input.parquet"
+    return settings.spool_dir / spool.owned(f"{secrets.token_hex(8)}.input.parquet")
 
 
 def _commit(

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import claim as claiming
-from service import finish
+from service import finish, spool
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import StoredFrame
@@ -101,6 +101,7 @@ class Worker:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._monitor_stop = threading.Event()
+        self._hurry = threading.Event()
         self._slot_free = threading.Condition()
         self._in_flight = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -130,6 +131,7 @@ class Worker:
         if not self._wait_idle(grace_s):
             for running in self._snapshot():
                 running.handle.interrupt("shutdown")
+            self._hurry.clear()  # now wait for the interrupted jobs to be saved
             self._wait_idle(10.0)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
@@ -139,10 +141,19 @@ class Worker:
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids - {self.id}
 
+    def hurry(self) -> None:
+        """End the grace period now (a second SIGTERM/SIGINT): interrupt and re-queue."""
+        self._hurry.set()
+        with self._slot_free:
+            self._slot_free.notify_all()
+
     def _wait_idle(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         with self._slot_free:
-            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+            while self._in_flight and not self._hurry.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 self._slot_free.wait(left)
             return self._in_flight == 0
 
@@ -154,15 +165,18 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------
     def _claim_loop(self) -> None:
         """Claim as many jobs as there are free slots (a few at a time), hand them out."""
+        failures = 0
         while not self._stopping.is_set():
             free = self._wait_for_free_slot()
             if not free:
                 return
             try:
                 jobs = self._claim(min(free, self.settings.claim_batch))
-            except (SQLAlchemyError, ServiceUnavailable):
-                log.warning("claim failed; retrying", exc_info=True)
-                self._stopping.wait(self.settings.poll_interval_s)
+                failures = 0
+            except Exception:  # the claim thread must outlive any one failure
+                failures += 1
+                _log_failure("claim", failures)
+                self._stopping.wait(_backoff(failures, self.settings.poll_interval_s))
                 continue
             if not jobs:
                 self.hub.wait_for_work(self.settings.poll_interval_s)
@@ -203,7 +217,7 @@ class Worker:
 
     def _process(self, job: RowMapping) -> None:
         attempt = finish.Attempt(job["id"], self.id, job["attempt"])
-        workdir = Path(tempfile.mkdtemp(prefix=f"fj-{job['id']}-", dir=self._spool()))
+        workdir = Path(tempfile.mkdtemp(prefix=spool.owned(f"job-{job['id']}-"), dir=self._spool()))
         outcome = Outcome(finish.fail, {"error_type": "InternalError", "message": "lost"})
         started = time.monotonic()
         try:
@@ -336,6 +350,7 @@ class Worker:
         next_beat = time.monotonic() + self.settings.heartbeat_s
         next_rescue = time.monotonic() + self.settings.rescue_interval_s
         next_prune = time.monotonic() + self.settings.prune_interval_s
+        failures = 0
         while not self._monitor_stop.wait(self.settings.progress_interval_s):
             running = self._snapshot()
             try:
@@ -347,13 +362,16 @@ class Worker:
                     next_rescue = time.monotonic() + self.settings.rescue_interval_s
                     self._rescue()
                     self._sweep_inputs()
+                    spool.sweep(self.settings.spool_dir)
                 if self.settings.prune_after_s and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.settings.prune_interval_s
                     self._prune(self.settings.prune_after_s)
-            except (SQLAlchemyError, ServiceUnavailable):
-                log.warning("monitor: database error; will retry", exc_info=True)
+                failures = 0
             except FramejobsError as exc:
                 log.warning("monitor: %s", exc.detail)
+            except Exception:  # timeouts, heartbeats and rescue must keep running
+                failures += 1
+                _log_failure("monitor", failures)
 
     def _tick(self, running: list[_Running]) -> None:
         if not running:
@@ -433,6 +451,20 @@ class Worker:
             self.hub.deliveries_due()
         for job_id in (*rescued.requeued, *rescued.failed):
             self.hub.job_changed(job_id)
+
+
+def _backoff(failures: int, base_s: float) -> float:
+    """Wait longer after each failure in a row, up to 10 s: a database that stays
+    away (or a read-only one) is retried without spinning."""
+    return float(min(base_s * 2 ** min(failures - 1, 10), 10.0))
+
+
+def _log_failure(loop: str, failures: int) -> None:
+    """The first failure of a streak with its traceback, then a line every 100."""
+    if failures == 1:
+        log.warning("%s failed; retrying", loop, exc_info=True)
+    elif failures % 100 == 0:
+        log.warning("%s still failing (%d times in a row)", loop, failures)
 
 
 __all__ = ["StoredFrame", "Worker"]

@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 
 from service.api.app import create_app
 from service.config import Settings
-from service.db import make_engine, upgrade, writing
+from service.db import make_engine, writing
+from service.revisions import upgrade
 from tests.support import databases
 
 TEST_PIPELINES = ["tests.support.pipelines"]

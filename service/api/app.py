@@ -23,25 +23,32 @@ def create_app(
     migrate: bool = False,
     resolver: Resolver = system_resolver,
     transport: httpx.BaseTransport | None = None,
+    runtime: Runtime | None = None,
 ) -> FastAPI:
     """``workers``: in-process worker slots (default: the setting); ``migrate``: upgrade
     the schema at start (the embedded default does; scaled-out deployments migrate once).
-    ``resolver`` and ``transport`` replace DNS and the network for webhooks in tests."""
+    ``resolver`` and ``transport`` replace DNS and the network for webhooks in tests.
+    ``runtime``: one already started (``framejobs serve`` starts it before it listens,
+    so that a start that fails is one line, not a traceback from the lifespan)."""
     slots = settings.workers if workers is None else workers
+
+    def start() -> Runtime:
+        if runtime is not None:
+            return runtime
+        return Runtime.start(
+            settings, workers=slots, migrate=migrate, resolver=resolver, transport=transport
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await anyio.to_thread.run_sync(
-            lambda: Runtime.start(
-                settings, workers=slots, migrate=migrate, resolver=resolver, transport=transport
-            )
-        )
-        app.state.services = runtime.services
-        app.state.metrics = runtime.metrics.registry
+        started = await anyio.to_thread.run_sync(start)
+        app.state.services = started.services
+        app.state.metrics = started.metrics.registry
+        app.state.runtime = started
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(runtime.stop)
+            await anyio.to_thread.run_sync(started.stop)
 
     app = FastAPI(
         title="framejobs",

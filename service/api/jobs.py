@@ -24,6 +24,7 @@ from service.api.uploads import frame_digest, read_submit
 from service.db import reading, writing
 from service.errors import Conflict
 from service.schemas import TERMINAL, JobOut, JobPage, Status, job_body
+from service.spool import owned
 from service.submit import Services, submit
 
 router = APIRouter(tags=["jobs"])
@@ -273,7 +274,7 @@ def get_result(
 def _result_file(services: Services, job_id: str) -> Path:
     spool = services.settings.spool_dir
     spool.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f"{job_id}-", suffix=".result.parquet", dir=spool)
+    handle, name = tempfile.mkstemp(prefix=owned(f"{job_id}-"), suffix=".result.parquet", dir=spool)
     with contextlib.suppress(OSError):
         os.close(handle)
     try:

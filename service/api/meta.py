@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.deps import ServicesDep
-from service.db import reading, schema_at_head
+from service.db import reading
 from service.errors import ServiceUnavailable
+from service.revisions import check_schema
 from service.schemas import PipelineOut
 
 router = APIRouter(tags=["service"])
@@ -46,13 +47,11 @@ def readyz(services: ServicesDep) -> dict[str, str]:
     try:
         with reading(services.engine) as conn:
             conn.execute(text("SELECT 1"))
-        at_head = schema_at_head(services.engine)
+        check_schema(services.engine)
     except ServiceUnavailable:
         raise
     except Exception as exc:
         raise ServiceUnavailable(f"the database is not reachable: {type(exc).__name__}") from exc
-    if not at_head:
-        raise ServiceUnavailable("the database schema is not at head; run `framejobs migrate`")
     return {"status": "ready"}
 
 

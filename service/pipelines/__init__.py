@@ -153,6 +153,6 @@ def load_registry(settings: Settings) -> Registry:
     if settings.sql_pipeline_enabled:
         names.insert(0, "service.pipelines.sql")
     found: list[Pipeline] = []
-    for module_name in names:
+    for module_name in dict.fromkeys(names):  # a module named twice is loaded once
         found.extend(pipelines_in(importlib.import_module(module_name)))
     return Registry(found)

@@ -52,7 +52,8 @@ def admin() -> psycopg.Connection:
 
 def create_template() -> None:
     from service.config import Settings
-    from service.db import make_engine, upgrade
+    from service.db import make_engine
+    from service.revisions import upgrade
 
     with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')

@@ -125,3 +125,21 @@ def test_a_database_invalidated_by_an_internal_error_is_replaced(tmp_path: Path)
         assert pq.read_table(tmp_path / "result.parquet").to_pylist() == [{"u": "OK"}]
     finally:
         engines.close()
+
+
+def test_a_temp_directory_is_used_and_the_sandbox_still_reads_no_files(tmp_path: Path) -> None:
+    """DuckDB refuses temp_directory when external access is off at connect time; the
+    sandbox turns it off right after, so the setting works and files stay closed."""
+    spill = tmp_path / "spill"
+    engines = Engines(Settings(data_dir=tmp_path, duckdb_temp_directory=spill), job_slots=1)
+    try:
+        for sandboxed in (False, True):
+            with engines.job_cursor(sandboxed) as cursor:
+                ((setting,),) = cursor.sql("select current_setting('temp_directory')").fetchall()
+                assert setting == str(spill)
+        with engines.job_cursor(True) as cursor, pytest.raises(duckdb.PermissionException):
+            cursor.sql("select * from read_csv('/etc/passwd')").fetchall()
+        with engines.job_cursor(True) as cursor, pytest.raises(duckdb.Error):
+            cursor.execute("set enable_external_access = true")
+    finally:
+        engines.close()
