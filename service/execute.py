@@ -189,6 +189,12 @@ class ExecutionHandle:
     def attach(self, connection: duckdb.DuckDBPyConnection | None) -> None:
         self._connection = connection
 
+    @property
+    def message(self) -> str | None:
+        """The pipeline's last progress message."""
+        with self._lock:
+            return self._reported[1]
+
     def snapshot(self) -> tuple[float | None, str | None]:
         """(percent, message): the pipeline's own report, else DuckDB's query progress."""
         with self._lock:

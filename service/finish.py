@@ -89,8 +89,16 @@ def _ended(now: datetime, status: str) -> dict[str, Any]:
 
 
 def complete(
-    conn: Connection, attempt: Attempt, result: StoredFrame, *, now: datetime, chunk_bytes: int
+    conn: Connection,
+    attempt: Attempt,
+    result: StoredFrame,
+    *,
+    now: datetime,
+    chunk_bytes: int,
+    message: str | None = None,
 ) -> RowMapping | None:
+    """``message``: the pipeline's last progress message, which may not have been
+    saved yet (progress is written every few hundred ms)."""
     values = {
         **_ended(now, "completed"),
         "progress_percent": 100.0,
@@ -101,6 +109,8 @@ def complete(
         "error_type": None,
         "error_message": None,
     }
+    if message is not None:
+        values["progress_message"] = storable_or_none(message)
     row = _transition(conn, attempt, values, now=now)
     if row is not None and row["status"] == "completed":
         delete_payload(conn, attempt.job_id, "result")

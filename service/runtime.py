@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import spool
 from service.config import Settings
-from service.db import make_engine, writing
+from service.db import make_engine
 from service.dispatch import Dispatcher
 from service.errors import ServiceUnavailable, StartupError, first_line
 from service.execute import Engines
@@ -148,8 +148,12 @@ def _check_database(engine: Engine, settings: Settings, *, migrate: bool) -> Non
 def _check_writable(engine: Engine) -> None:
     """A read-only SQLite file (or folder) would pass every read and fail each write:
     refuse to start rather than answer 503 to every submit."""
-    with writing(engine) as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+    except SQLAlchemyError as exc:
+        reason = first_line(getattr(exc, "orig", None) or exc)
+        raise StartupError(f"the database cannot be written: {reason}") from exc
 
 
 def _registry(settings: Settings) -> Registry:

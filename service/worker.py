@@ -240,7 +240,7 @@ class Worker:
                 input_path=input_path,
                 result_path=workdir / "result.parquet",
             )
-            outcome = Outcome(finish.complete, {"result": result})
+            outcome = Outcome(finish.complete, {"result": result, "message": handle.message})
         except JobError as exc:
             outcome = self._after_error(job, exc)
         except (ServiceUnavailable, SQLAlchemyError) as exc:

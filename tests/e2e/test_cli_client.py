@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.server import Server
+from tests.e2e.server import Server, free_port
 
 
 def _cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +60,37 @@ def test_jobs_show_and_cancel(server_factory: Callable[..., Server], tmp_path: P
     assert _cli(server, "jobs", "cancel", job_id).stdout.strip() == f"job {job_id} cancelled"
     assert _cli(server, "jobs", "cancel", job_id).returncode == 2
     assert _cli(server, "jobs", "show", "nope").returncode == 2
+
+
+def test_json_results_are_saved_whole(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = server_factory().start()
+    frame = tmp_path / "bills.csv"
+    frame.write_text("userId,amount\n" + "".join(f"{i},1\n" for i in range(2500)))
+    out = tmp_path / "totals.json"
+    done = _cli(
+        server, "submit", "billing_rollup", str(frame), "--out", str(out), "--format", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(out.read_text())
+    assert len(saved["rows"]) == 2500 and saved["rows"][-1]["user_id"] == 2499
+    assert [c["name"] for c in saved["columns"]] == ["user_id", "total", "n"]
+
+
+def test_client_failures_are_one_line(tmp_path: Path) -> None:
+    frame = tmp_path / "a.csv"
+    frame.write_text("a\n1\n")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (["jobs", "list", "--url", nobody], 1, "cannot reach"),
+        (["jobs", "show", "x", "--url", "not-a-url"], 2, "not an http"),
+        (["submit", "sql", str(frame), "--params", "{bad", "--url", nobody], 2, "--params"),
+        (["submit", "sql", str(frame), "--out", "/no/such/dir/x", "--url", nobody], 2, "--out"),
+        (["submit", "sql", str(frame), "--format", "xml", "--url", nobody], 2, "--format"),
+    ]
+    for args, code, needle in cases:
+        command = [sys.executable, "-m", "service.cli", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == code, (args, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr

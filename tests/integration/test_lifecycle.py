@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -206,6 +207,36 @@ def test_an_accepted_cancel_wins_over_the_runs_outcome(
         body = api.get(f"/jobs/{job_id}").json()
         assert body["status"] == "cancelled" and body["result"] is None
         assert api.get(f"/jobs/{job_id}/result").status_code == 409
+
+
+def test_claim_and_monitor_threads_survive_unexpected_errors(settings: Settings) -> None:
+    """An error of a kind nobody planned for (injected here) must not end either
+    thread: claims go on, and so do timeouts, which only the monitor enforces."""
+    app = create_app(settings)
+    with TestClient(app) as client:
+        worker = app.state.runtime.worker
+        claim_once, beats = threading.Event(), threading.Event()
+        original_claim = worker._claim
+
+        def claim(limit: int) -> list:
+            if not claim_once.is_set():
+                claim_once.set()
+                raise RuntimeError("injected claim failure")
+            return original_claim(limit)
+
+        def heartbeat(running: list) -> None:
+            beats.set()
+            raise RuntimeError("injected heartbeat failure")
+
+        worker._claim, worker._heartbeat = claim, heartbeat
+        quick = submit(client, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})
+        assert wait_status(client, quick["id"])["status"] == "completed"
+        assert claim_once.is_set()
+        slow = submit(client, "sql", params={"query": LONG_QUERY}, timeout_s=1)
+        wait_status(client, slow["id"], "running")
+        assert beats.wait(10)
+        done = wait_status(client, slow["id"], timeout=10)
+        assert done["status"] == "failed" and done["error"]["type"] == "JobTimeout", done
 
 
 def test_claims_never_overlap(settings: Settings) -> None:

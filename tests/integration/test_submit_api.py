@@ -38,6 +38,8 @@ def test_submit_json_runs_to_completion(client: TestClient) -> None:
     done = wait_status(client, body["id"])
     assert done["status"] == "completed", done
     assert done["result"]["rows"] == 2
+    # the pipeline's last message is kept, even when it came just before the end
+    assert done["progress"]["percent"] == 100 and done["progress"]["message"] == "aggregating"
     result = client.get(f"/jobs/{body['id']}/result").json()
     assert result["rows"] == [
         {"user_id": 1, "total": 4.5, "n": 2},

@@ -1,0 +1,158 @@
+"""Operating the processes: starts that fail say why in one line and touch no job;
+a second signal ends the grace period; migrations race safely; spool files of dead
+processes are swept. Real `framejobs` processes on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from service import spool
+from service.config import Settings
+from service.db import make_engine
+from tests.e2e.server import FAST_ENV, Server
+from tests.support.jobs import submit, wait_status
+from tests.support.waiting import wait_for
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def run_cli(data: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **FAST_ENV, **env}
+    full.update(FRAMEJOBS_DATA_DIR=str(data), FRAMEJOBS_DATABASE_URL=url)
+    command = [sys.executable, "-m", "service.cli", *args]
+    return subprocess.run(command, env=full, capture_output=True, text=True, timeout=60)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines, result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    return lines[0]
+
+
+def queued_job(server_factory: Callable[..., Server]) -> tuple[Server, str]:
+    api = server_factory(FRAMEJOBS_WORKERS="0").start()
+    with api.client() as client:
+        job_id = submit(client, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})[
+            "id"
+        ]
+    return api, job_id
+
+
+def test_bad_settings_are_one_line_each_and_never_show_a_secret(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fj.db'}"
+    for command in ("worker", "migrate", "webhook-secret"):
+        result = run_cli(
+            tmp_path,
+            url,
+            command,
+            FRAMEJOBS_WEBHOOK_SECRETS=f"{SECRET},whsec_abc",
+            FRAMEJOBS_LEASE_S="inf",
+        )
+        assert result.returncode == 2, result.stderr
+        assert SECRET not in result.stderr + result.stdout
+        errors = result.stderr.splitlines()
+        assert any(e.startswith("error: FRAMEJOBS_LEASE_S:") for e in errors), errors
+        assert any(e.startswith("error: FRAMEJOBS_WEBHOOK_SECRETS:") for e in errors), errors
+
+
+def test_a_port_in_use_stops_serve_before_it_claims_anything(
+    server_factory: Callable[..., Server],
+) -> None:
+    api, job_id = queued_job(server_factory)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run_cli(api.data_dir, api.database_url, "serve", "--port", str(port))
+        assert time.monotonic() - started < 15
+    assert result.returncode == 1 and "cannot listen" in one_line_error(result)
+    with api.client() as client:
+        job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["started_at"] is None and job["error"] is None, job
+
+
+def test_a_failed_start_claims_nothing(server_factory: Callable[..., Server]) -> None:
+    api, job_id = queued_job(server_factory)
+    result = run_cli(api.data_dir, api.database_url, "worker", FRAMEJOBS_PIPELINES="no_such_module")
+    assert result.returncode == 1
+    assert "No module named 'no_such_module'" in one_line_error(result)
+    with api.client() as client:
+        assert client.get(f"/jobs/{job_id}").json()["started_at"] is None
+
+
+def test_a_read_only_database_is_refused_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "fj.db"
+    assert run_cli(tmp_path, f"sqlite:///{path}", "migrate").returncode == 0
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    result = run_cli(tmp_path, read_only, "worker")
+    assert result.returncode == 1 and "readonly" in one_line_error(result)
+    assert not (tmp_path / "file:").exists()  # no stray folder for a URI
+
+
+def test_a_second_signal_ends_the_grace_period(server_factory: Callable[..., Server]) -> None:
+    api = server_factory(FRAMEJOBS_WORKERS="0").start()
+    worker = server_factory(FRAMEJOBS_SHUTDOWN_GRACE_S="120", FRAMEJOBS_LOG_LEVEL="info")
+    worker.start_worker("--concurrency", "1")
+    with api.client() as client:
+        job = submit(client, "sleepy", params={"seconds": 300})
+        wait_status(client, job["id"], "running")
+        worker.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping" in worker.log(), timeout=10, what="the worker to stop")
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert worker.process is not None and worker.process.wait(30) == 0
+        assert time.monotonic() - started < 15
+        back = client.get(f"/jobs/{job['id']}").json()
+    assert back["status"] == "queued" and back["error"]["type"] == "Interrupted", back
+
+
+def test_spool_files_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "from service import spool; print(spool.owned('x'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    left = folder / (dead.removesuffix("x") + "job-01abc-q1w2")
+    left.mkdir()
+    (left / "input.parquet").write_bytes(b"PAR1")
+    (folder / (dead.removesuffix("x") + "9f.input.parquet")).write_bytes(b"PAR1")
+    mine = folder / spool.owned("job-01def-e3r4")
+    mine.mkdir()
+    unrelated = folder / "inputs"
+    unrelated.mkdir()
+    assert spool.sweep(folder) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted([mine.name, "inputs"])
+
+
+def test_concurrent_migrations_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    engine = make_engine(Settings(database_url=pg_url))
+    try:
+        with engine.begin() as conn:  # the fixture's database is migrated: start empty
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+    env = {**os.environ, **FAST_ENV, "FRAMEJOBS_DATABASE_URL": pg_url}
+    env["FRAMEJOBS_DATA_DIR"] = str(tmp_path)
+    command = [sys.executable, "-m", "service.cli", "migrate"]
+    running = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in running]
+    assert [p.returncode for p in running] == [0, 0, 0], outputs
