@@ -124,8 +124,7 @@ def worker(
         float | None, typer.Option(help="Seconds running jobs get on shutdown.")
     ] = None,
 ) -> None:
-    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully; a second one
-    ends the grace period at once."""
+    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully, a second one at once."""
     settings = _settings(shutdown_grace_s=grace)
     configure_logging(settings.log_level)
     slots = concurrency if concurrency is not None else max(settings.workers, 1)
