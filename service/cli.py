@@ -112,6 +112,9 @@ class _CleanExitServer(uvicorn.Server):
     def _on_signal(self, sig: int, frame: Any) -> None:
         if self.should_exit and self.runtime.worker is not None:
             self.runtime.worker.hurry()
+        # Event streams end (clients resume with Last-Event-ID), long-polls answer now.
+        # From another thread: this handler may have interrupted one holding the hub's lock.
+        threading.Thread(target=self.runtime.services.hub.close_streams, daemon=True).start()
         self.handle_exit(sig, frame)
 
 

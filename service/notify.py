@@ -42,6 +42,7 @@ class Hub:
         self._waiters: defaultdict[str, set[AsyncWaiter]] = defaultdict(set)
         self._cancel_listeners: list[Callable[[str], None]] = []
         self._deliveries = threading.Event()
+        self._closing = False
 
     # -- work --------------------------------------------------------------------------
     def work_available(self, count: int = 1) -> None:
@@ -81,6 +82,20 @@ class Hub:
                 waiters.discard(waiter)
                 if not waiters:
                     del self._waiters[job_id]
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: long-polls and event streams should end."""
+        return self._closing
+
+    def close_streams(self) -> None:
+        """End every long-poll and event stream now (they would otherwise hold the
+        server's shutdown until it cancels them, logging each as an error)."""
+        with self._lock:
+            self._closing = True
+            waiters = [w for group in self._waiters.values() for w in group]
+        for waiter in waiters:
+            waiter.set()
 
     def job_changed(self, job_id: str) -> None:
         with self._lock:

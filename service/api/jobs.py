@@ -158,7 +158,7 @@ async def _wait_for_change(services: Services, row: RowMapping, wait: float) -> 
     waiter = services.hub.subscribe(job_id)
     deadline = time.monotonic() + wait
     try:
-        while (remaining := deadline - time.monotonic()) > 0:
+        while (remaining := deadline - time.monotonic()) > 0 and not services.hub.closing:
             await waiter.wait(min(remaining, DB_POLL_S))
             current = await read_job(services, job_id)
             if current["version"] != version:
@@ -199,7 +199,7 @@ async def job_events(
     cursor = _event_cursor(last_event_id)
     waiter = services.hub.subscribe(job_id)
     try:
-        while not await request.is_disconnected():
+        while not services.hub.closing and not await request.is_disconnected():
             events, row = await anyio.to_thread.run_sync(_changes, services, job_id, cursor)
             for event in events:
                 cursor = event["version"]

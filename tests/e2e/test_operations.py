@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,42 @@ def test_concurrent_migrations_on_postgresql(pg_url: str, tmp_path: Path) -> Non
     ]
     outputs = [p.communicate(timeout=60) for p in running]
     assert [p.returncode for p in running] == [0, 0, 0], outputs
+
+
+def test_shutdown_ends_event_streams_and_long_polls_cleanly(
+    server_factory: Callable[..., Server],
+) -> None:
+    server = server_factory(FRAMEJOBS_WORKERS="1", FRAMEJOBS_SHUTDOWN_GRACE_S="1").start()
+    ended: dict[str, float] = {}
+
+    def follow(kind: str, job_id: str) -> None:
+        with server.client(timeout=60) as client:
+            if kind == "events":
+                with client.stream("GET", f"/jobs/{job_id}/events") as response:
+                    for _ in response.iter_lines():
+                        pass
+            else:
+                client.get(f"/jobs/{job_id}", params={"wait": 60})
+        ended[kind] = time.monotonic()
+
+    with server.client() as client:
+        job = submit(client, "sleepy", params={"seconds": 300})
+        wait_status(client, job["id"], "running")
+    threads = [threading.Thread(target=follow, args=(k, job["id"])) for k in ("events", "poll")]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: _connections(server) >= 2, timeout=10, what="both requests to be open")
+    stopped = time.monotonic()
+    assert server.terminate(timeout=20) == 0, server.log()
+    for thread in threads:
+        thread.join(10)
+    assert all(ended[k] - stopped < 3 for k in ("events", "poll")), ended
+    assert "Exception in ASGI application" not in server.log()
+    assert '"level": "error"' not in server.log(), server.log()
+
+
+def _connections(server: Server) -> int:
+    """Established connections to the server's port (from /proc: no extra tools)."""
+    port = f":{server.port:04X} "
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if port in line.split()[1] + " " and line.split()[3] == "01")
