@@ -196,3 +196,20 @@ def _connections(server: Server) -> int:
     port = f":{server.port:04X} "
     lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     return sum(1 for line in lines if port in line.split()[1] + " " and line.split()[3] == "01")
+
+
+def test_a_schema_from_a_newer_version_is_named_not_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fj.db'}"
+    assert run_cli(tmp_path, url, "migrate").returncode == 0
+    engine = make_engine(Settings(database_url=url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    finally:
+        engine.dispose()
+    for command in ("migrate", "worker"):
+        result = run_cli(tmp_path, url, command)
+        assert result.returncode == 1
+        assert "'9999_future', which this version of framejobs does not know" in (
+            one_line_error(result)
+        )
