@@ -149,18 +149,39 @@ def _write_frame(
             empty = schema.arrow if schema is not None else pa.schema([])
             _check_names(empty)
             writer = parquet_writer(sink, empty)
+        written = writer.schema
     finally:
         if writer is not None:
             writer.close()
-    # Described as readers (and the pipeline) see it: Parquet stores timestamp[s] as ms.
     if isinstance(sink, io.BytesIO):
         data = sink.getvalue()
-        schema_read = pq.read_schema(pa.BufferReader(data))
-        info = columns_info(schema_read)
-        return StoredFrame(None, rows, len(data), info, data=data, schema=schema_read)
-    schema_read = pq.read_schema(sink)
-    return StoredFrame(
-        sink, rows, sink.stat().st_size, columns_info(schema_read), schema=schema_read
+        stored = stored_schema(written, pa.BufferReader(data))
+        return StoredFrame(None, rows, len(data), columns_info(stored), data=data, schema=stored)
+    stored = stored_schema(written, sink)
+    return StoredFrame(sink, rows, sink.stat().st_size, columns_info(stored), schema=stored)
+
+
+def stored_schema(written: pa.Schema, source: Path | pa.BufferReader) -> pa.Schema:
+    """The schema as readers (and pipelines) see the file: Parquet stores timestamp[s]
+    as ms, names list items "element" .... Read back only when a type may change:
+    opening the file costs ~60 us, a third of what a small JSON frame costs to write."""
+    if all(_round_trips(field.type) for field in written):
+        return written
+    return pq.read_schema(source)
+
+
+def _round_trips(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return bool(kind.unit != "s")
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_date32(kind)
+        or pa.types.is_decimal128(kind)
+        or pa.types.is_time64(kind)
     )
 
 

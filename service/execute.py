@@ -23,10 +23,9 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from service.config import Settings
-from service.decode import StoredFrame, parquet_writer
+from service.decode import StoredFrame, parquet_writer, stored_schema
 from service.errors import (
     Interrupted,
     JobCancelled,
@@ -289,8 +288,7 @@ def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFra
             handle.check_cancelled()
             writer.write_batch(storable_batch(batch, row_offset=rows))
             rows += batch.num_rows
-    # Described as readers see it (Parquet stores timestamp[s] as ms, renames list items).
-    stored = pq.read_schema(path)
+    stored = stored_schema(schema, path)
     return StoredFrame(path, rows, path.stat().st_size, columns_info(stored))
 
 
