@@ -228,7 +228,7 @@ def _client(url: str) -> Iterator[httpx.Client]:
         _die(f"{url!r} is not an http:// or https:// URL ({exc})", 2)
     except httpx.HTTPError as exc:
         _die(f"cannot reach {url}: {type(exc).__name__}: {first_line(exc)}", 1)
-    except ValueError as exc:  # a body that is not the JSON framejobs answers with
+    except json.JSONDecodeError as exc:  # a body that is not the JSON framejobs answers with
         _die(f"{url} did not answer as framejobs does: {first_line(exc)}", 1)
 
 

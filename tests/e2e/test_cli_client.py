@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.e2e.server import Server, free_port
@@ -78,19 +80,38 @@ def test_json_results_are_saved_whole(
     assert [c["name"] for c in saved["columns"]] == ["user_id", "total", "n"]
 
 
+class _NotFramejobs(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>hello</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def test_client_failures_are_one_line(tmp_path: Path) -> None:
     frame = tmp_path / "a.csv"
     frame.write_text("a\n1\n")
     nobody = f"http://127.0.0.1:{free_port()}"
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _NotFramejobs)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    stranger = f"http://127.0.0.1:{other.server_address[1]}"
     cases = [
         (["jobs", "list", "--url", nobody], 1, "cannot reach"),
+        (["jobs", "list", "--url", stranger], 1, "did not answer as framejobs"),
         (["jobs", "show", "x", "--url", "not-a-url"], 2, "not an http"),
         (["submit", "sql", str(frame), "--params", "{bad", "--url", nobody], 2, "--params"),
         (["submit", "sql", str(frame), "--out", "/no/such/dir/x", "--url", nobody], 2, "--out"),
         (["submit", "sql", str(frame), "--format", "xml", "--url", nobody], 2, "--format"),
     ]
-    for args, code, needle in cases:
-        command = [sys.executable, "-m", "service.cli", *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        assert result.returncode == code, (args, result.stderr)
-        assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    try:
+        for args, code, needle in cases:
+            command = [sys.executable, "-m", "service.cli", *args]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert result.returncode == code, (args, result.stderr)
+            assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+    finally:
+        other.shutdown()
+        other.server_close()
