@@ -9,7 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from bench import drain, engine, memory, pg_claim, pg_drain, pg_wakeup, poll, submit, webhooks
+from bench import (
+    drain,
+    engine,
+    memory,
+    pg_claim,
+    pg_drain,
+    pg_wakeup,
+    poll,
+    submit,
+    watchers,
+    webhooks,
+)
 from bench.report import parse_args
 
 BENCHMARKS: tuple[tuple[str, Callable[[Sequence[str] | None], None]], ...] = (
@@ -18,6 +29,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[Sequence[str] | None], None]], ...] = (
     ("drain", drain.main),
     ("engine", engine.main),
     ("memory", memory.main),
+    ("watchers", watchers.main),
     ("webhooks", webhooks.main),
     ("pg_claim", pg_claim.main),
     ("pg_wakeup", pg_wakeup.main),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 import httpx
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import jobs, meta, problems, webhooks
+from service.api.feeds import Feeds
 from service.config import Settings
 from service.runtime import Runtime
 from service.ssrf import Resolver, system_resolver
@@ -45,6 +47,9 @@ def create_app(
         app.state.services = started.services
         app.state.metrics = started.metrics.registry
         app.state.runtime = started
+        app.state.feeds = Feeds(
+            partial(jobs.read_changes, started.services), started.services.hub, jobs.DB_POLL_S
+        )
         try:
             yield
         finally:

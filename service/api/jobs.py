@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 
 from service import control, encode, negotiation, store
 from service.api.deps import ServicesDep
+from service.api.feeds import Feeds, Queue, Update
 from service.api.uploads import frame_digest, read_submit
 from service.db import reading, writing
 from service.errors import Conflict
@@ -29,6 +31,9 @@ from service.submit import Services, submit
 
 router = APIRouter(tags=["jobs"])
 DB_POLL_S = 0.5
+# An idle event stream checks this often whether its client is still there (sending
+# fails sooner when it is not; the feed wakes it for every change anyway).
+_DISCONNECT_CHECK_S = 5.0
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
 _MAX_VERSION = 2**31 - 1  # the version column's range: beyond it, nothing is newer
 
@@ -197,23 +202,41 @@ async def job_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     cursor = _event_cursor(last_event_id)
-    waiter = services.hub.subscribe(job_id)
-    try:
-        while not services.hub.closing and not await request.is_disconnected():
-            events, row = await anyio.to_thread.run_sync(_changes, services, job_id, cursor)
-            for event in events:
+    feeds: Feeds = request.app.state.feeds
+    async with feeds.watch(job_id, cursor) as updates:
+        # Joined first, backlog second: nothing committed in between is missed.
+        update: Update | None = await read_changes(services, job_id, cursor)
+        while update is not None:
+            for event in update.events:
+                if event["version"] <= cursor:
+                    continue  # sent already (the feed and the backlog overlap)
                 cursor = event["version"]
                 yield ServerSentEvent(data=event["data"], event="status", id=str(cursor))
                 if event["status"] in TERMINAL:
                     return
-            if row is None or row["status"] in TERMINAL:
+            if update.final:
                 return
-            if row["version"] > cursor:
-                cursor = row["version"]
-                yield ServerSentEvent(data=job_body(row), event="progress", id=str(cursor))
-            await waiter.wait(DB_POLL_S)
-    finally:
-        services.hub.unsubscribe(job_id, waiter)
+            assert update.row is not None
+            if update.row["version"] > cursor:
+                cursor = update.row["version"]
+                yield ServerSentEvent(data=job_body(update.row), event="progress", id=str(cursor))
+            update = await _next_update(updates, request, services)
+
+
+async def _next_update(updates: Queue, request: Request, services: Services) -> Update | None:
+    """The feed's next update; None when it ended, the client left or the server stops."""
+    while not services.hub.closing:
+        try:
+            return await asyncio.wait_for(updates.get(), _DISCONNECT_CHECK_S)
+        except TimeoutError:
+            if await request.is_disconnected():
+                return None
+    return None
+
+
+async def read_changes(services: Services, job_id: str, cursor: int) -> Update:
+    events, row = await anyio.to_thread.run_sync(_changes, services, job_id, cursor)
+    return Update(events, row)
 
 
 def _changes(

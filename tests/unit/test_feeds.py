@@ -1,0 +1,95 @@
+"""Job feeds: every stream of a job shares one read per change; a stream that joins
+late loses nothing. The database read is replaced by a scripted job here (the real
+one is exercised by the event-stream tests against SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from service.api.feeds import Feeds, Queue, Update
+from service.notify import Hub
+
+
+class ScriptedJob:
+    """A job whose versions 1..n are status events; reads see what was "committed"."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.reads = 0
+
+    def commit(self, status: str) -> None:
+        self.events.append({"version": len(self.events) + 1, "status": status})
+
+    async def read(self, job_id: str, cursor: int) -> Update:
+        self.reads += 1
+        await asyncio.sleep(0)  # a read yields, as the real one does
+        row = {"version": len(self.events), "status": self.events[-1]["status"]}
+        return Update([e for e in self.events if e["version"] > cursor], row)  # type: ignore[arg-type]
+
+
+async def _drain(queue: Queue, until: str) -> list[int]:
+    seen: list[int] = []
+    while (update := await asyncio.wait_for(queue.get(), 5)) is not None:
+        seen.extend(e["version"] for e in update.events)
+        if any(e["status"] == until for e in update.events):
+            break
+    return seen
+
+
+def test_one_read_per_change_for_any_number_of_streams() -> None:
+    async def scenario() -> None:
+        hub, job = Hub(), ScriptedJob()
+        job.commit("queued")
+        feeds = Feeds(job.read, hub, poll_s=60)
+        async with contextlib.AsyncExitStack() as stack:
+            queues = [await stack.enter_async_context(feeds.watch("j", 0)) for _ in range(50)]
+            seen: list[list[int]] = [[] for _ in queues]
+            for status in ("running", "completed", None):
+                for versions, queue in zip(seen, queues, strict=True):
+                    update = await asyncio.wait_for(queue.get(), 5)
+                    assert update is not None
+                    versions.extend(e["version"] for e in update.events)
+                if status is not None:
+                    job.commit(status)
+                    hub.job_changed("j")
+        assert job.reads == 3  # one per change, not one per stream and change
+        assert all(versions == [1, 2, 3] for versions in seen)
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
+    async def scenario() -> None:
+        hub, job = Hub(), ScriptedJob()
+        job.commit("queued")
+        feeds = Feeds(job.read, hub, poll_s=60)
+        async with feeds.watch("j", 0) as early:
+            assert await asyncio.wait_for(early.get(), 5) is not None
+            job.commit("running")
+            hub.job_changed("j")
+            assert await asyncio.wait_for(early.get(), 5) is not None
+            async with feeds.watch("j", 0) as late:
+                backlog = await job.read("j", 0)  # what the stream does after joining
+                job.commit("completed")
+                hub.job_changed("j")
+                late_seen = [e["version"] for e in backlog.events]
+                late_seen += [v for v in await _drain(late, "completed") if v > late_seen[-1]]
+                assert late_seen == [1, 2, 3]
+                assert await _drain(early, "completed") == [3]
+
+    asyncio.run(scenario())
+
+
+def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
+    async def scenario() -> None:
+        hub, job = Hub(), ScriptedJob()
+        job.commit("running")
+        feeds = Feeds(job.read, hub, poll_s=60)
+        async with feeds.watch("j", 0) as queue:
+            assert (await asyncio.wait_for(queue.get(), 5)) is not None
+            hub.close_streams()
+            assert await asyncio.wait_for(queue.get(), 5) is None
+
+    asyncio.run(scenario())
