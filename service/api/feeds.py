@@ -70,6 +70,9 @@ class Feeds:
         finally:
             feed.queues.discard(queue)
             if not feed.queues and feed.task is not None:
+                # Forget it now: a stream that joins while it winds down gets a new one.
+                if self._feeds.get(job_id) is feed:
+                    del self._feeds[job_id]
                 feed.task.cancel()
 
     async def _run(self, job_id: str, feed: _Feed, cursor: int) -> None:

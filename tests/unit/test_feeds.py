@@ -93,3 +93,19 @@ def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
             assert await asyncio.wait_for(queue.get(), 5) is None
 
     asyncio.run(scenario())
+
+
+def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
+    async def scenario() -> None:
+        hub, job = Hub(), ScriptedJob()
+        job.commit("queued")
+        feeds = Feeds(job.read, hub, poll_s=60)
+        async with feeds.watch("j", 0) as first:
+            assert await asyncio.wait_for(first.get(), 5) is not None
+        async with feeds.watch("j", 0) as second:  # the first feed is still winding down
+            assert await asyncio.wait_for(second.get(), 5) is not None
+            job.commit("completed")
+            hub.job_changed("j")
+            assert await _drain(second, "completed") == [2]
+
+    asyncio.run(scenario())
