@@ -35,8 +35,8 @@ _NESTED = {"list", "array", "struct", "map", "union"}
 def result_reader(result: Any) -> pa.RecordBatchReader:
     """The result (a DuckDB relation or an Arrow table or reader) as a batch reader."""
     if isinstance(result, duckdb.DuckDBPyRelation):
-        reader = _exact(result).to_arrow_reader(BATCH_ROWS)
-    elif isinstance(result, pa.Table):
+        return _exact(result).to_arrow_reader(BATCH_ROWS)  # names checked there
+    if isinstance(result, pa.Table):
         reader = result.to_reader()
     elif isinstance(result, pa.RecordBatchReader):
         reader = result

@@ -35,29 +35,43 @@ class Attempt:
     attempt: int
 
 
+def _settle(
+    conn: Connection,
+    attempt: Attempt,
+    values: dict[str, Any],
+    *,
+    now: datetime,
+    refund: bool = False,
+) -> RowMapping | None:
+    """The run's outcome, unless a cancel was accepted meanwhile: then ``cancelled``
+    (None when the lease was lost either way)."""
+    row = _transition(conn, attempt, values, refund=refund, unless_cancelled=True)
+    return row if row is not None else cancelled(conn, attempt, now=now)
+
+
 def _transition(
     conn: Connection,
     attempt: Attempt,
     values: dict[str, Any],
     *,
     refund: bool = False,
-    now: datetime | None = None,
+    unless_cancelled: bool = False,
 ) -> RowMapping | None:
-    """``refund``: give the attempt back (attempt - 1) as the state changes. With
-    ``now``, a cancel requested meanwhile ends the job ``cancelled`` instead."""
-    if "error_message" in values:
-        values["error_message"] = storable_or_none(values["error_message"])
+    """``refund``: give the attempt back (attempt - 1) as the state changes."""
+    for text in ("error_message", "progress_message"):
+        if text in values:
+            values[text] = storable_or_none(values[text])
     params = {f"v_{name}": value for name, value in values.items()}
     params.update(job_id=attempt.job_id, worker=attempt.worker, attempt_n=attempt.attempt)
-    stmt = _transition_statement(tuple(sorted(values)), refund, now is not None)
+    stmt = _transition_statement(tuple(sorted(values)), refund, unless_cancelled)
     row = conn.execute(stmt, params).mappings().first()
-    if row is None and now is not None:
-        return cancelled(conn, attempt, now=now)  # None too when the lease was lost
     return add_event(conn, row) if row is not None else None
 
 
 @functools.lru_cache(maxsize=32)
-def _transition_statement(columns: tuple[str, ...], refund: bool, unless_cancel: bool) -> sa.Update:
+def _transition_statement(
+    columns: tuple[str, ...], refund: bool, unless_cancelled: bool
+) -> sa.Update:
     """Built once per outcome's set of columns (building it per call cost ~0.2 ms)."""
     values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=J[c].type) for c in columns}
     if refund:
@@ -68,7 +82,7 @@ def _transition_statement(columns: tuple[str, ...], refund: bool, unless_cancel:
         J.worker_id == sa.bindparam("worker", type_=J.worker_id.type),
         J.attempt == sa.bindparam("attempt_n", type_=J.attempt.type),
     ]
-    if unless_cancel:
+    if unless_cancelled:
         fence.append(sa.not_(J.cancel_requested))
     return (
         job_table.update()
@@ -110,8 +124,8 @@ def complete(
         "error_message": None,
     }
     if message is not None:
-        values["progress_message"] = storable_or_none(message)
-    row = _transition(conn, attempt, values, now=now)
+        values["progress_message"] = message
+    row = _settle(conn, attempt, values, now=now)
     if row is not None and row["status"] == "completed":
         delete_payload(conn, attempt.job_id, "result")
         write_payload(conn, attempt.job_id, "result", result, chunk_bytes)
@@ -122,7 +136,7 @@ def fail(
     conn: Connection, attempt: Attempt, error_type: str, message: str, *, now: datetime
 ) -> RowMapping | None:
     values = {**_ended(now, "failed"), "error_type": error_type, "error_message": message}
-    return _transition(conn, attempt, values, now=now)
+    return _settle(conn, attempt, values, now=now)
 
 
 def cancelled(conn: Connection, attempt: Attempt, *, now: datetime) -> RowMapping | None:
@@ -155,4 +169,4 @@ def requeue(
         "error_type": error_type,
         "error_message": message,
     }
-    return _transition(conn, attempt, values, refund=refund_attempt, now=now)
+    return _settle(conn, attempt, values, now=now, refund=refund_attempt)

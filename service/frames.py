@@ -45,6 +45,11 @@ class Column:
     default: Any = None
     checks: tuple[Check, ...] = ()
 
+    @property
+    def label(self) -> str:
+        """The name clients send (the alias when there is one), for error messages."""
+        return self.aliases[0] if self.aliases else self.name
+
     def filler(self, rows: int) -> pa.Array:
         """The column a frame without it gets: its default in every row."""
         if self.default is None:
@@ -222,23 +227,9 @@ def conform_batch(
             arrays.append(column.filler(batch.num_rows))
             continue
         array = batch.column(source)
-        seen = len(problems.errors)
-        array = _conform_column(array, column, mode, text_source, row_offset, problems)
-        if column.checks and len(problems.errors) == seen:
-            _check_values(array, column, row_offset, problems)
-        arrays.append(array)
+        arrays.append(_conform_column(array, column, mode, text_source, row_offset, problems))
     problems.raise_if_any()
     return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow)
-
-
-def _check_values(
-    array: pa.Array, column: Column, row_offset: int, problems: FrameProblems
-) -> None:
-    label = column.aliases[0] if column.aliases else column.name
-    for check in column.checks:
-        rows = check.rows(array, row_offset)
-        if rows:
-            problems.add(label, check.reason, rows)
 
 
 def _match_columns(
@@ -260,8 +251,7 @@ def _match_columns(
             found[target] = index
     for column in schema.columns:
         if column.name not in found and column.required:
-            label = column.aliases[0] if column.aliases else column.name
-            problems.add(label, "missing column")
+            problems.add(column.label, "missing column")
     return found
 
 
@@ -273,8 +263,7 @@ def _conform_column(
     row_offset: int,
     problems: FrameProblems,
 ) -> pa.Array:
-    target = column.type
-    label = column.aliases[0] if column.aliases else column.name
+    target, label = column.type, column.label
     if array.type != target:
         if not _allowed(array.type, target, mode, text_source):
             rows = _non_null_rows(array, row_offset)
@@ -289,6 +278,10 @@ def _conform_column(
     if not column.nullable and array.null_count:
         rows = [i + row_offset for i in _null_indices(array)]
         problems.add(label, "null in a column that does not allow nulls", rows)
+        return array
+    for check in column.checks:  # values of the column's type only, nulls skipped
+        if bad := check.rows(array, row_offset):
+            problems.add(label, check.reason, bad)
     return array
 
 

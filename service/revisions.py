@@ -7,6 +7,7 @@ migrates and the others find the schema at head instead of failing half-way.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +36,10 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migration scripts, read once (``/readyz`` checks the schema on every probe)."""
+    return ScriptDirectory.from_config(alembic_config())
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -46,27 +49,22 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> None:
     """Upgrade to head; ServiceUnavailable (with the reason) when it cannot."""
-    _check_known(engine)
+    _check_known(current_revision(engine))
     with _migration_lock(engine):
         command.upgrade(alembic_config(engine), "head")
 
 
-def schema_at_head(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision()
-
-
 def check_schema(engine: Engine) -> None:
     """ServiceUnavailable saying what to do unless the schema is at head."""
-    _check_known(engine)
-    if not schema_at_head(engine):
+    current = current_revision(engine)
+    _check_known(current)
+    if current != _scripts().get_current_head():
         raise ServiceUnavailable("the database schema is not at head; run `framejobs migrate`")
 
 
-def _check_known(engine: Engine) -> None:
-    current = current_revision(engine)
-    script = ScriptDirectory.from_config(alembic_config())
+def _check_known(current: str | None) -> None:
     try:
-        known = current is None or script.get_revision(current) is not None
+        known = current is None or _scripts().get_revision(current) is not None
     except CommandError:
         known = False
     if not known:

@@ -159,8 +159,6 @@ def _check_writable(engine: Engine) -> None:
 def _registry(settings: Settings) -> Registry:
     try:
         return load_registry(settings)
-    except StartupError:
-        raise
     except Exception as exc:
         raise StartupError(f"cannot load the pipelines: {type(exc).__name__}: {exc}") from exc
 

@@ -367,8 +367,6 @@ class Worker:
                     next_prune = time.monotonic() + self.settings.prune_interval_s
                     self._prune(self.settings.prune_after_s)
                 failures = 0
-            except FramejobsError as exc:
-                log.warning("monitor: %s", exc.detail)
             except Exception:  # timeouts, heartbeats and rescue must keep running
                 failures += 1
                 _log_failure("monitor", failures)

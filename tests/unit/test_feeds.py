@@ -29,6 +29,14 @@ class ScriptedJob:
         return Update([e for e in self.events if e["version"] > cursor], row)  # type: ignore[arg-type]
 
 
+def _feeds_of_one_job(status: str) -> tuple[Hub, ScriptedJob, Feeds]:
+    """Feeds over job "j", whose first event has ``status``; only wake-ups (no
+    polling within a test) make them read again."""
+    hub, job = Hub(), ScriptedJob()
+    job.commit(status)
+    return hub, job, Feeds(job.read, hub, poll_s=60)
+
+
 async def _drain(queue: Queue, until: str) -> list[int]:
     seen: list[int] = []
     while (update := await asyncio.wait_for(queue.get(), 5)) is not None:
@@ -40,9 +48,7 @@ async def _drain(queue: Queue, until: str) -> list[int]:
 
 def test_one_read_per_change_for_any_number_of_streams() -> None:
     async def scenario() -> None:
-        hub, job = Hub(), ScriptedJob()
-        job.commit("queued")
-        feeds = Feeds(job.read, hub, poll_s=60)
+        hub, job, feeds = _feeds_of_one_job("queued")
         async with contextlib.AsyncExitStack() as stack:
             queues = [await stack.enter_async_context(feeds.watch("j", 0)) for _ in range(50)]
             seen: list[list[int]] = [[] for _ in queues]
@@ -62,9 +68,7 @@ def test_one_read_per_change_for_any_number_of_streams() -> None:
 
 def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
     async def scenario() -> None:
-        hub, job = Hub(), ScriptedJob()
-        job.commit("queued")
-        feeds = Feeds(job.read, hub, poll_s=60)
+        hub, job, feeds = _feeds_of_one_job("queued")
         async with feeds.watch("j", 0) as early:
             assert await asyncio.wait_for(early.get(), 5) is not None
             job.commit("running")
@@ -84,9 +88,7 @@ def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
 
 def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
     async def scenario() -> None:
-        hub, job = Hub(), ScriptedJob()
-        job.commit("running")
-        feeds = Feeds(job.read, hub, poll_s=60)
+        hub, _, feeds = _feeds_of_one_job("running")
         async with feeds.watch("j", 0) as queue:
             assert (await asyncio.wait_for(queue.get(), 5)) is not None
             hub.close_streams()
@@ -97,9 +99,7 @@ def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
 
 def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
     async def scenario() -> None:
-        hub, job = Hub(), ScriptedJob()
-        job.commit("queued")
-        feeds = Feeds(job.read, hub, poll_s=60)
+        hub, job, feeds = _feeds_of_one_job("queued")
         async with feeds.watch("j", 0) as first:
             assert await asyncio.wait_for(first.get(), 5) is not None
         async with feeds.watch("j", 0) as second:  # the first feed is still winding down
