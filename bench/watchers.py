@@ -1,10 +1,17 @@
-"""Watchers: N clients follow one queued job over server-sent events while another
-client polls GET /jobs/{id} of a different job; then the watched job is cancelled.
+"""Watchers: N clients follow one job, over server-sent events or with long-polls
+(GET /jobs/{id}?wait= with If-None-Match, asked again after every answer), while
+another client polls GET /jobs/{id} of a different job; then the watched job is
+cancelled.
+
+Two scenarios, each on a server of its own:
+- idle: the watched job stays queued (API-only server, FRAMEJOBS_WORKERS=0);
+- busy: the watched job runs and reports progress, so its row changes every
+  progress interval (4 times a second; one worker slot, bench/_busy_pipeline.py).
 
 Measures what the watching costs the rest of the API (the other client's poll
 latency, against the same polls with no watchers, in the same run), the server's
 CPU while the watchers wait, and how long it takes until every watcher has seen the
-job end. API-only server (FRAMEJOBS_WORKERS=0): the job stays queued until cancelled.
+job end.
 
     python -m bench.watchers [--quick]
 """
@@ -12,9 +19,10 @@ job end. API-only server (FRAMEJOBS_WORKERS=0): the job stays queued until cance
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 
@@ -25,6 +33,9 @@ from bench.submit import job_body
 
 FULL = {"watchers": (0, 100, 400, 800), "polls": 200, "idle_s": 5.0}
 QUICK = {"watchers": (0, 20), "polls": 20, "idle_s": 1.0}
+_SETTLE_S = 1.0  # lets the last watchers' requests reach the server before measuring
+_TERMINAL = {"completed", "failed", "cancelled"}
+Follower = Callable[[httpx.AsyncClient, str, asyncio.Event], Awaitable[float]]
 
 
 async def _follow(http: httpx.AsyncClient, job_id: str, started: asyncio.Event) -> float:
@@ -36,6 +47,22 @@ async def _follow(http: httpx.AsyncClient, job_id: str, started: asyncio.Event) 
     return time.monotonic()
 
 
+async def _long_poll(http: httpx.AsyncClient, job_id: str, started: asyncio.Event) -> float:
+    """Long-poll the job until it ends, as a client loop would; the time it saw the end."""
+    response = await http.get(f"/jobs/{job_id}")
+    started.set()
+    while response.json()["status"] not in _TERMINAL:
+        tag = response.headers["etag"]
+        answer = await http.get(f"/jobs/{job_id}?wait=120", headers={"If-None-Match": tag})
+        answer.raise_for_status()
+        if answer.status_code == 200:
+            response = answer
+    return time.monotonic()
+
+
+_FOLLOWERS: dict[str, Follower] = {"event streams": _follow, "long-polls": _long_poll}
+
+
 async def _polls(http: httpx.AsyncClient, job_id: str, count: int) -> list[float]:
     latencies = []
     for _ in range(count):
@@ -45,24 +72,39 @@ async def _polls(http: httpx.AsyncClient, job_id: str, count: int) -> list[float
     return latencies
 
 
-async def _submit(http: httpx.AsyncClient) -> str:
+async def _submit(http: httpx.AsyncClient, body: bytes) -> str:
     json_type = {"Content-Type": "application/json"}
-    response = await http.post("/jobs", content=job_body("sql", 10), headers=json_type)
+    response = await http.post("/jobs", content=body, headers=json_type)
     response.raise_for_status()
     return str(response.json()["id"])
 
 
-async def _round(server: Server, watchers: int, polls: int, idle_s: float) -> list[object]:
+async def _running(http: httpx.AsyncClient, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while (await http.get(f"/jobs/{job_id}")).json()["status"] != "running":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} did not start")
+        await asyncio.sleep(0.05)
+
+
+async def _round(
+    server: Server, busy: bool, kind: str, watchers: int, sizes: dict[str, object]
+) -> list[object]:
     limits = httpx.Limits(max_connections=watchers + 10)
-    async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as http:
-        watched, other = [await _submit(http) for _ in range(2)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=180, limits=limits) as http:
+        other = await _submit(http, job_body("sql", 10))
+        watched = await _submit(http, _BUSY if busy else job_body("sql", 10))
+        if busy:
+            await _running(http, watched)
         ready = [asyncio.Event() for _ in range(watchers)]
-        streams = [asyncio.create_task(_follow(http, watched, r)) for r in ready]
+        follow = _FOLLOWERS[kind]
+        streams = [asyncio.create_task(follow(http, watched, r)) for r in ready]
         await asyncio.gather(*(r.wait() for r in ready))
+        await asyncio.sleep(_SETTLE_S)
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
-        await asyncio.sleep(idle_s)
+        await asyncio.sleep(float(sizes["idle_s"]))  # type: ignore[arg-type]
         idle_cores = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-        latencies = await _polls(http, other, polls)
+        latencies = await _polls(http, other, int(sizes["polls"]))  # type: ignore[call-overload]
         cancelled, cpu_at_cancel = time.monotonic(), server.cpu_seconds()
         (await http.post(f"/jobs/{watched}/cancel")).raise_for_status()
         ended = await asyncio.gather(*streams)
@@ -70,33 +112,51 @@ async def _round(server: Server, watchers: int, polls: int, idle_s: float) -> li
     last = max(ended) - cancelled if ended else float("nan")
     cuts = sorted(latencies)
     p99 = cuts[min(len(cuts) - 1, int(len(cuts) * 0.99))]
-    return [watchers, ms(statistics.median(latencies)), ms(p99), idle_cores, ms(last), end_cpu]
+    p50 = ms(statistics.median(latencies))
+    scenario = "busy" if busy else "idle"
+    return [scenario, kind, watchers, p50, ms(p99), idle_cores, ms(last), end_cpu]
+
+
+_BUSY = json.dumps(
+    {"pipeline": "busy", "frame": {"columns": {"x": [1]}}, "params": {"seconds": 600}}
+).encode()
+
+
+def _scenario(busy: bool, sizes: dict[str, object]) -> list[list[object]]:
+    env = {"FRAMEJOBS_PIPELINES": "bench._busy_pipeline"} if busy else None
+    rows = []
+    with running_server("cli", workers=1 if busy else 0, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as warm:
+            fj.submit(warm, job_body("sql", 10))
+        for kind in _FOLLOWERS:
+            for watchers in sizes["watchers"]:  # type: ignore[attr-defined]
+                rows.append(asyncio.run(_round(server, busy, kind, watchers, sizes)))
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or "", argv)
     sizes = QUICK if args.quick else FULL
-    header("watchers: N event streams on one job, another client polling", args.quick)
-    rows = []
-    with running_server("cli", workers=0) as server:
-        with httpx.Client(base_url=server.url, timeout=30) as warm:
-            fj.submit(warm, job_body("sql", 10))
-        for watchers in sizes["watchers"]:
-            rows.append(asyncio.run(_round(server, watchers, sizes["polls"], sizes["idle_s"])))
+    header("watchers: N event streams or long-polls on one job, another client polling", args.quick)
+    rows = _scenario(False, sizes) + _scenario(True, sizes)
     table(
         [
-            "event streams",
+            "watched job",
+            "watchers",
+            "how many",
             "other client's poll p50 ms",
             "p99 ms",
-            "server cores while idle",
-            "cancel -> last stream ended, ms",
+            "server cores while watched",
+            "cancel -> last one saw it, ms",
             "server CPU s meanwhile",
         ],
         rows,
     )
-    base = rows[0][1]
-    for row in rows[1:]:
-        print(f"  {row[0]} streams: poll p50 {row[1] / base:.1f}x the p50 with none")  # type: ignore[operator]
+    base = {(row[0], row[1]): row[3] for row in rows if row[2] == 0}
+    for row in rows:
+        if row[2]:
+            ratio = row[3] / base[row[0], row[1]]  # type: ignore[operator]
+            print(f"  {row[0]} job, {row[2]} {row[1]}: poll p50 {ratio:.1f}x the p50 with none")
 
 
 if __name__ == "__main__":

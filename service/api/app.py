@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import jobs, meta, problems, webhooks
 from service.api.feeds import Feeds
+from service.api.methods import HeadAsGet
 from service.config import Settings
 from service.runtime import Runtime
 from service.ssrf import Resolver, system_resolver
@@ -65,6 +66,7 @@ def create_app(
         redirect_slashes=False,
     )
     problems.install(app)
+    app.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(meta.router)

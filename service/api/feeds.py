@@ -1,5 +1,5 @@
 """Job feeds: one database read per change of a watched job, shared by every event
-stream of this process that watches it.
+stream and long-poll of this process that watches it.
 
 Each stream reading on its own cost a read per stream per wake-up and per poll
 interval: 800 streams on one queued job kept a core busy and took 6 s to all see the
@@ -10,6 +10,10 @@ No event is lost to a stream that joins late: it joins the feed first, then read
 its own backlog (everything after its ``Last-Event-ID``); whatever the feed read
 before it joined is in that backlog, whatever commits later the feed reads and hands
 to it. A stream drops what it has already sent (by version).
+
+A long-poll needs only the job row, not the events: it joins with ``latest=True``
+and gets the feed's last read at once, so a change the feed read just before the
+poll joined is not waited out (the poll compares versions itself).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ Queue = asyncio.Queue[Update | None]  # None: the feed has ended
 class _Feed:
     queues: set[Queue] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    last: Update | None = None
 
 
 class Feeds:
@@ -57,13 +62,18 @@ class Feeds:
         self._feeds: dict[str, _Feed] = {}
 
     @contextlib.asynccontextmanager
-    async def watch(self, job_id: str, cursor: int) -> AsyncIterator[Queue]:
-        """A queue of the job's updates from now on (read the backlog after joining)."""
+    async def watch(
+        self, job_id: str, cursor: int, *, latest: bool = False
+    ) -> AsyncIterator[Queue]:
+        """A queue of the job's updates from now on (read the backlog after joining);
+        ``latest``: starting with the feed's last update, if it has one."""
         feed = self._feeds.get(job_id)
         if feed is None or feed.task is None or feed.task.done():
             feed = self._feeds[job_id] = _Feed()
             feed.task = asyncio.create_task(self._run(job_id, feed, cursor))
         queue: Queue = asyncio.Queue()
+        if latest and feed.last is not None:
+            queue.put_nowait(feed.last)
         feed.queues.add(queue)
         try:
             yield queue
@@ -79,7 +89,7 @@ class Feeds:
         waiter = self._hub.subscribe(job_id)
         try:
             while not self._hub.closing:
-                update = await self._read(job_id, cursor)
+                update = feed.last = await self._read(job_id, cursor)
                 for queue in feed.queues:
                     queue.put_nowait(update)
                 if update.events:

@@ -145,6 +145,7 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job; ?wait=S long-polls")
 async def get_job(
     job_id: str,
+    request: Request,
     services: ServicesDep,
     if_none_match: Annotated[str | None, Header()] = None,
     wait: Annotated[float | None, Query(ge=0, le=300)] = None,
@@ -152,25 +153,33 @@ async def get_job(
     row = await read_job(services, job_id)
     known = if_none_match.strip() if if_none_match else None
     if wait and row["status"] not in TERMINAL and (known is None or known == etag(row)):
-        row = await _wait_for_change(services, row, min(wait, services.settings.long_poll_max_s))
+        wait = min(wait, services.settings.long_poll_max_s)
+        row = await _wait_for_change(request.app.state.feeds, services, row, wait)
     if known is not None and known == etag(row):
         return Response(status_code=304, headers={"ETag": etag(row)})
     return job_response(row)
 
 
-async def _wait_for_change(services: Services, row: RowMapping, wait: float) -> RowMapping:
+async def _wait_for_change(
+    feeds: Feeds, services: Services, row: RowMapping, wait: float
+) -> RowMapping:
+    """The job once it is newer than ``row``, or ``row`` after ``wait`` seconds. Waits
+    on the job's shared feed: a change wakes every long-poll with one read."""
     job_id, version = row["id"], row["version"]
-    waiter = services.hub.subscribe(job_id)
     deadline = time.monotonic() + wait
-    try:
+    async with feeds.watch(job_id, version, latest=True) as updates:
         while (remaining := deadline - time.monotonic()) > 0 and not services.hub.closing:
-            await waiter.wait(min(remaining, DB_POLL_S))
-            current = await read_job(services, job_id)
-            if current["version"] != version:
-                return current
-        return row
-    finally:
-        services.hub.unsubscribe(job_id, waiter)
+            try:
+                update = await asyncio.wait_for(updates.get(), remaining)
+            except TimeoutError:
+                break
+            if update is None or update.row is None:
+                # The feed ended (server stopping, database away) or the job is gone:
+                # this read answers with what is there now, or the error for it.
+                return await read_job(services, job_id)
+            if update.row["version"] > version:
+                return update.row
+    return row
 
 
 def _event_cursor(last_event_id: str | None) -> int:

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.methods import allowed_methods
 from service.errors import FramejobsError
 
 PROBLEM = "application/problem+json"
@@ -64,14 +65,17 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     )
 
 
-def _http_error(_: Request, exc: Exception) -> Response:
+def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return problem(
         exc.status_code,
         str(exc.detail),
         str(exc.detail),
         slug=f"http-{exc.status_code}",
-        headers=dict(exc.headers or {}),
+        headers=headers,
     )
 
 

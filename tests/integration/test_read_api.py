@@ -255,3 +255,31 @@ def test_service_routes(client: TestClient) -> None:
     assert (
         missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     )
+
+
+def test_head_answers_as_get_without_a_body(api_only: TestClient) -> None:
+    assert api_only.head("/healthz").status_code == 200
+    job = submit(api_only, "billing_rollup", FRAME)
+    get, head = api_only.get(f"/jobs/{job['id']}"), api_only.head(f"/jobs/{job['id']}")
+    assert head.status_code == 200 and head.content == b""
+    for name in ("etag", "content-length", "content-type", "retry-after"):
+        assert head.headers[name] == get.headers[name]
+    # an event stream of a queued job would run until the job ends: HEAD ends at once
+    events = api_only.head(f"/jobs/{job['id']}/events")
+    assert events.status_code == 200 and events.headers["content-type"].startswith(
+        "text/event-stream"
+    )
+    assert api_only.head(f"/jobs/{job['id']}/result").status_code == 409
+
+
+def test_405_names_every_method_of_the_path(client: TestClient) -> None:
+    for method, path, allowed in [
+        ("PUT", "/jobs/any", "DELETE, GET, HEAD"),
+        ("PATCH", "/jobs", "GET, HEAD, POST"),
+        ("GET", "/jobs/any/cancel", "POST"),
+        ("POST", "/healthz", "GET, HEAD"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["allow"] == allowed, (method, path)
+        assert response.headers["content-type"] == "application/problem+json"

@@ -109,3 +109,21 @@ def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
             assert await _drain(second, "completed") == [2]
 
     asyncio.run(scenario())
+
+
+def test_a_long_poll_that_joins_gets_the_last_read_at_once_without_reading() -> None:
+    async def scenario() -> None:
+        hub, job, feeds = _feeds_of_one_job("queued")
+        async with feeds.watch("j", 0) as stream:
+            assert await asyncio.wait_for(stream.get(), 5) is not None
+            job.commit("running")  # read by the feed before the long-poll joins
+            hub.job_changed("j")
+            assert await asyncio.wait_for(stream.get(), 5) is not None
+            reads = job.reads
+            async with feeds.watch("j", 1, latest=True) as poll:
+                update = poll.get_nowait()
+                assert update is not None and update.row is not None
+                assert update.row["version"] == 2
+            assert job.reads == reads
+
+    asyncio.run(scenario())
