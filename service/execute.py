@@ -13,6 +13,8 @@ from a pool; each goes back with its ``input`` view dropped.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import queue
 import threading
 import time
@@ -175,7 +177,11 @@ class ExecutionHandle:
         return self._connection
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        percent = done if total is None else (100.0 * done / total if total else 100.0)
+        # Checked here, in the pipeline's own call: a bad value found later, when the
+        # monitor saves it, would fail the monitor instead of the pipeline.
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message is text, not {type(message).__name__}")
+        percent = _finite(done) if total is None else _share(_finite(done), _finite(total))
         with self._lock:
             self._reported = (max(0.0, min(100.0, percent)), message)
         self.check_cancelled()
@@ -229,6 +235,18 @@ class ExecutionHandle:
         return JobCancelled("the job was cancelled while running")
 
 
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"progress is a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"progress is a finite number, not {value}")
+    return float(value)
+
+
+def _share(done: float, total: float) -> float:
+    return 100.0 * done / total if total else 100.0
+
+
 def run_pipeline(
     engines: Engines,
     handle: ExecutionHandle,
@@ -247,7 +265,11 @@ def run_pipeline(
             return _write_result(handle, result, result_path)
         except duckdb.InterruptException as exc:
             raise handle.stop_error() from exc
-        except JobError:
+        except JobError as exc:
+            # A pipeline that wraps the interrupt in an error of its own (say a
+            # TransientError) still ended because it was stopped: say why.
+            if handle.reason is not None:
+                raise handle.stop_error() from exc
             raise
         except (duckdb.InternalException, duckdb.FatalException) as exc:
             engines.recover(pipeline.sandboxed)
@@ -256,10 +278,12 @@ def run_pipeline(
             if handle.reason is not None:
                 raise handle.stop_error() from exc
             raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: no use in a job thread
             if handle.reason is not None:
                 raise handle.stop_error() from exc
-            message = f"{type(exc).__name__}: {_first_line(exc)}"
+            # The client sees one line; the pipeline's author needs the traceback.
+            log.warning("job %s: pipeline %r raised", handle.job_id, pipeline.name, exc_info=exc)
+            message = type(exc).__name__ + (f": {_first_line(exc)}" if str(exc) else "")
             raise PipelineError(_scrubbed(message, input_path, result_path)) from exc
         finally:
             handle.attach(None)

@@ -50,6 +50,9 @@ def result_reader(result: Any) -> pa.RecordBatchReader:
 
 
 def _check_names(names: list[str]) -> None:
+    if not names:
+        # Rows without columns: no format can show them (JSON would say 0 rows)
+        raise PipelineError("the result has no columns; return at least one")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise PipelineError(

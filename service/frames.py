@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import AwareDatetime, BaseModel, NaiveDatetime
+from pydantic import AliasChoices, AliasPath, AwareDatetime, BaseModel, NaiveDatetime
 from pydantic.fields import FieldInfo
 
-from service import constraints
+from service import constraints, nested
 from service.constraints import MAX_BAD_ROWS, Check
 from service.errors import InvalidFrame
 from service.text import storable
@@ -44,6 +44,9 @@ class Column:
     required: bool
     default: Any = None
     checks: tuple[Check, ...] = ()
+    # The type with the model's nested nullability (``type`` is stored, relaxed):
+    # set when something inside the column must not be null.
+    declared: pa.DataType | None = None
 
     @property
     def label(self) -> str:
@@ -76,18 +79,33 @@ def schema_of(model: type[BaseModel]) -> FrameSchema:
 
 
 def _column(name: str, field: FieldInfo) -> Column:
-    arrow_type, nullable = arrow_type_of(field.annotation, field)
-    aliases = tuple(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    declared, nullable = arrow_type_of(field.annotation, field)
+    arrow_type = nested.relaxed(declared)
+    aliases = _aliases(name, field)
     required = field.is_required()
     default = None if required else field.get_default(call_default_factory=True)
     bare, inner = _unwrapped(field.annotation)
     checks = constraints.checks_for(bare, [*field.metadata, *inner], arrow_type, f"column {name!r}")
-    column = Column(name, aliases, arrow_type, nullable, required, default, checks)
+    strict = declared if declared != arrow_type else None
+    column = Column(name, aliases, arrow_type, nullable, required, default, checks, strict)
     try:
         column.filler(1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise TypeError(f"column {name!r}: its default {default!r} is not a {arrow_type}") from exc
     return column
+
+
+def _aliases(name: str, field: FieldInfo) -> tuple[str, ...]:
+    """The names a frame may give the column: its alias, its validation alias or
+    each of its ``AliasChoices``. A path into a nested value names no column."""
+    found = [field.alias]
+    given = field.validation_alias
+    choices = given.choices if isinstance(given, AliasChoices) else [given]
+    for choice in choices:
+        if isinstance(choice, AliasPath):
+            raise TypeError(f"column {name!r}: an AliasPath names no column of a frame")
+        found.append(choice)
+    return tuple(dict.fromkeys(a for a in found if isinstance(a, str)))
 
 
 def _unwrapped(annotation: Any) -> tuple[Any, list[Any]]:
@@ -131,8 +149,8 @@ def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.D
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
         _refuse_nested_constraints(item, [], f"list item {item!r}")
-        item_type, _ = arrow_type_of(item)
-        return pa.list_(item_type), False
+        item_type, item_nullable = arrow_type_of(item)
+        return pa.list_(pa.field("item", item_type, item_nullable)), False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         for n, f in annotation.model_fields.items():
             _refuse_nested_constraints(f.annotation, f.metadata, f"field {n!r}")
@@ -271,7 +289,7 @@ def _conform_column(
             return pa.nulls(len(array), target)
         try:
             array = cast(array, target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        except _CAST_ERRORS as exc:
             rows = _bad_cast_rows(array, target, row_offset)
             problems.add(label, f"cannot be read as {_describe(target)}: {_short(exc)}", rows)
             return pa.nulls(len(array), target)
@@ -279,10 +297,16 @@ def _conform_column(
         rows = [i + row_offset for i in _null_indices(array)]
         problems.add(label, "null in a column that does not allow nulls", rows)
         return array
+    if column.declared is not None:
+        for path, bad in nested.null_rows(array, column.declared, row_offset, MAX_BAD_ROWS):
+            problems.add(label + path, "null in a field that does not allow nulls", bad)
     for check in column.checks:  # values of the column's type only, nulls skipped
         if bad := check.rows(array, row_offset):
             problems.add(label, check.reason, bad)
     return array
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
 def cast(array: pa.Array, target: pa.DataType) -> pa.Array:
@@ -412,12 +436,12 @@ def _bad_cast_rows(array: pa.Array, target: pa.DataType, offset: int) -> list[in
         try:
             cast(piece, target)
             continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except _CAST_ERRORS:
             pass
         for i in range(len(piece)):
             try:
                 cast(piece.slice(i, 1), target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except _CAST_ERRORS:
                 bad.append(start + i + offset)
                 if len(bad) >= MAX_BAD_ROWS:
                     return bad
@@ -447,6 +471,13 @@ def _storable_type(kind: pa.DataType, name: str, depth: int) -> pa.DataType:
         raise InvalidFrame(f"column {name!r} nests lists or structs more than {MAX_NESTING} deep")
     if pa.types.is_run_end_encoded(kind):
         return _storable_type(kind.value_type, name, depth)
+    if isinstance(kind, pa.BaseExtensionType):
+        # As their plain Arrow storage, which every reader knows; a UUID as its text
+        if kind.extension_name == "arrow.uuid":
+            return pa.string()
+        return _storable_type(kind.storage_type, name, depth)
+    if _is_list_view(kind):
+        return _storable_type(pa.list_(kind.value_field), name, depth)
     if pa.types.is_dictionary(kind) and (depth > 0 or pa.types.is_nested(kind.value_type)):
         return _storable_type(kind.value_type, name, depth)  # Parquet writes flat ones only
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
@@ -471,6 +502,10 @@ def _check_fields(kind: pa.StructType, name: str) -> None:
 def _storable_scalar(kind: pa.DataType, name: str) -> pa.DataType:
     if pa.types.is_float16(kind):
         return pa.float32()  # DuckDB has no 16-bit float
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_binary_view(kind):
+        return pa.binary()
     if pa.types.is_decimal256(kind) and kind.precision <= 38:
         return pa.decimal128(kind.precision, kind.scale)
     if pa.types.is_duration(kind) and kind.unit == "ns":
@@ -495,7 +530,7 @@ def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBa
     for field, array in zip(schema, batch.columns, strict=True):
         try:
             arrays.append(_storable_array(array, field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        except _CAST_ERRORS as exc:
             rows = _bad_cast_rows(array, field.type, row_offset)
             problems.add(field.name, f"cannot be stored exactly: {_short(exc)}", rows)
             arrays.append(pa.nulls(len(array), field.type))
@@ -506,6 +541,13 @@ def storable_batch(batch: pa.RecordBatch, *, row_offset: int = 0) -> pa.RecordBa
 def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_run_end_encoded(array.type):
         array = pc.run_end_decode(array)
+    if isinstance(array.type, pa.BaseExtensionType):
+        if array.type.extension_name == "arrow.uuid":
+            return pa.array([None if u is None else str(u) for u in array.to_pylist()], target)
+        array = array.storage
+    if _is_list_view(array.type) or _has_list_view(array.type):
+        # Arrow's own cast from list views gave invalid arrays here (pyarrow 26)
+        return pa.array(array.to_pylist(), target)
     if pa.types.is_dictionary(array.type) and not pa.types.is_dictionary(target):
         array = array.dictionary_decode()
     if array.type == target:
@@ -513,6 +555,16 @@ def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
     if _has_interval(array.type):
         return pa.array([_interval_parts(v) for v in array.to_pylist()], target)
     return pc.cast(array, target, safe=True)
+
+
+def _is_list_view(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind))
+
+
+def _has_list_view(kind: pa.DataType) -> bool:
+    if _is_list(kind) or _is_list_view(kind):
+        return _is_list_view(kind) or _has_list_view(kind.value_type)
+    return pa.types.is_struct(kind) and any(_has_list_view(f.type) for f in kind)
 
 
 def _has_interval(kind: pa.DataType) -> bool:

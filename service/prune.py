@@ -22,11 +22,16 @@ MAX_AGE_S = 100 * 365.25 * 86400
 
 
 def parse_age(text: str) -> timedelta:
-    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` (a bare number is seconds)."""
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w``. The unit is required: a bare ``7``
+    meant as days but read as seconds would delete every finished job."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not match:
         raise ValueError(f"not an age: {text!r} (try 7d, 12h, 30m)")
-    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not match.group(2):
+        raise ValueError(f"{text!r} has no unit: say 90s, 30m, 12h, 7d or 2w")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is no age: it would delete every finished job")
     if seconds > MAX_AGE_S:
         raise ValueError(f"{text!r} is more than 100 years; nothing finished that long ago")
     return timedelta(seconds=seconds)

@@ -86,11 +86,17 @@ class Target:
 
 
 def parse_url(url: str) -> SplitResult:
+    # urlsplit drops leading spaces and some control characters that httpx then reads
+    # differently (as a relative URL): such a URL was checked here but never sendable.
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise UnsafeURL("the webhook URL must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
+        port = parts.port  # raises on a bad port
     except ValueError as exc:
         raise UnsafeURL(f"the webhook URL is not valid: {exc}") from exc
+    if port == 0:
+        raise UnsafeURL("the webhook URL's port must be 1-65535")
     if parts.scheme not in ("http", "https"):
         raise UnsafeURL("the webhook URL must be http or https")
     if parts.username is not None or parts.password is not None:

@@ -85,7 +85,7 @@ def submit(
         # Ids sort by time: taken only now, after a large frame took its time to
         # convert, so that job lists (newest first, keyset paging) follow commit order.
         job_id = new_id()
-        values = _job_values(services.settings, pipeline, spec, params, stored, job_id)
+        values = _job_values(services.settings, pipeline, spec, stored, job_id)
         values.update(idempotency_key=idempotency_key, request_hash=request_hash)
         row = _commit(services, values, stored, idempotency_key, request_hash)
         if row["id"] != job_id:  # an idempotent replay that raced us
@@ -186,7 +186,7 @@ def _check_params(
             pipeline.check_params(params, cursor)
         except FramejobsError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # as a pipeline's own errors (execute.run_pipeline)
             raise InvalidInput(
                 f"pipeline {pipeline.name!r} refused the params: {type(exc).__name__}: {exc}"
             ) from exc
@@ -196,16 +196,16 @@ def _job_values(
     settings: Settings,
     pipeline: Pipeline,
     spec: JobSpec,
-    params: object,
     stored: StoredFrame,
     job_id: str,
 ) -> dict[str, object]:
     now = utcnow()
-    dumped = params.model_dump(mode="json") if hasattr(params, "model_dump") else None
     return {
         "id": job_id,
         "pipeline": pipeline.name,
-        "params": dumped,
+        # As sent, not as validated: the worker validates them again, and a dump is not
+        # always valid input (aliases, validators that change values, SecretStr).
+        "params": spec.params if pipeline.params is not None else None,
         "status": "queued",
         "priority": spec.priority,
         "run_after": spec.run_after or now,

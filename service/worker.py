@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,21 @@ class Worker:
     def _save(self, attempt: finish.Attempt, outcome: Outcome) -> RowMapping | None:
         """Persist the outcome, retrying through brief database trouble. If it cannot be
         saved before the lease runs out, rescue re-queues the job: nothing is lost."""
+        try:
+            row = self._write(attempt, outcome)
+        except _Unsaved:
+            return None
+        except Exception as exc:  # a bug: fail the job now rather than at its rescue
+            log.exception("job %s: its outcome could not be saved", attempt.job_id)
+            if outcome.save is finish.fail:
+                return None
+            message = f"the outcome could not be saved: {type(exc).__name__}"
+            failed = {"error_type": "InternalError", "message": message}
+            return self._save(attempt, Outcome(finish.fail, failed))
+        self._announce(attempt.job_id, row)
+        return row
+
+    def _write(self, attempt: finish.Attempt, outcome: Outcome) -> RowMapping | None:
         deadline = time.monotonic() + self.settings.lease_s
         args = dict(outcome.args)
         if outcome.save is finish.complete:
@@ -311,24 +327,25 @@ class Worker:
         while True:
             try:
                 with writing(self.engine) as conn:
-                    row = outcome.save(conn, attempt, now=utcnow(), **args)
-                break
+                    return outcome.save(conn, attempt, now=utcnow(), **args)
             except (SQLAlchemyError, ServiceUnavailable):
                 if time.monotonic() > deadline:
                     log.exception("job %s: could not save its outcome", attempt.job_id)
-                    return None
+                    raise _Unsaved from None
                 log.warning("job %s: saving the outcome failed; retrying", attempt.job_id)
                 time.sleep(0.5)
+
+    def _announce(self, job_id: str, row: RowMapping | None) -> None:
+        """Tidy up after a saved outcome and wake whoever waits for it."""
         if row is None or row["status"] in TERMINAL:
-            input_cache(self.settings, attempt.job_id).unlink(missing_ok=True)
+            input_cache(self.settings, job_id).unlink(missing_ok=True)
         if row is None:
-            log.warning("job %s: lease lost before the outcome was saved", attempt.job_id)
+            log.warning("job %s: lease lost before the outcome was saved", job_id)
         elif row["status"] == "queued":
             self.hub.work_available()
         elif row["webhook_state"] == "pending":
             self.hub.deliveries_due()
-        self.hub.job_changed(attempt.job_id)
-        return row
+        self.hub.job_changed(job_id)
 
     def _spool(self) -> Path:
         path = self.settings.spool_dir
@@ -347,29 +364,23 @@ class Worker:
             running.handle.interrupt("cancel")
 
     def _monitor_loop(self) -> None:
-        next_beat = time.monotonic() + self.settings.heartbeat_s
-        next_rescue = time.monotonic() + self.settings.rescue_interval_s
-        next_prune = time.monotonic() + self.settings.prune_interval_s
-        failures = 0
-        while not self._monitor_stop.wait(self.settings.progress_interval_s):
-            running = self._snapshot()
-            try:
-                self._tick(running)
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.settings.heartbeat_s
-                    self._heartbeat(running)
-                if time.monotonic() >= next_rescue:
-                    next_rescue = time.monotonic() + self.settings.rescue_interval_s
-                    self._rescue()
-                    self._sweep_inputs()
-                    spool.sweep(self.settings.spool_dir)
-                if self.settings.prune_after_s and time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + self.settings.prune_interval_s
-                    self._prune(self.settings.prune_after_s)
-                failures = 0
-            except Exception:  # timeouts, heartbeats and rescue must keep running
-                failures += 1
-                _log_failure("monitor", failures)
+        settings = self.settings
+        duties = [
+            _Duty("progress", 0.0, lambda: self._tick(self._snapshot())),
+            _Duty("heartbeat", settings.heartbeat_s, lambda: self._heartbeat(self._snapshot())),
+            _Duty("rescue", settings.rescue_interval_s, self._housekeeping),
+        ]
+        if (after_s := settings.prune_after_s) is not None and after_s > 0:
+            prune_old = partial(self._prune, after_s)
+            duties.append(_Duty("prune", settings.prune_interval_s, prune_old))
+        while not self._monitor_stop.wait(settings.progress_interval_s):
+            for duty in duties:
+                duty.run_if_due()
+
+    def _housekeeping(self) -> None:
+        self._rescue()
+        self._sweep_inputs()
+        spool.sweep(self.settings.spool_dir)
 
     def _tick(self, running: list[_Running]) -> None:
         if not running:
@@ -449,6 +460,36 @@ class Worker:
             self.hub.deliveries_due()
         for job_id in (*rescued.requeued, *rescued.failed):
             self.hub.job_changed(job_id)
+
+
+class _Unsaved(Exception):
+    """The database stayed away longer than the lease: rescue will re-queue the job."""
+
+
+@dataclass
+class _Duty:
+    """One of the monitor's duties, run every ``interval_s``. Each fails on its own:
+    a progress write that fails must not stop the heartbeats of every other job."""
+
+    name: str
+    interval_s: float
+    run: Callable[[], None]
+    due: float = field(default_factory=time.monotonic)
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        self.due += self.interval_s
+
+    def run_if_due(self) -> None:
+        if time.monotonic() < self.due:
+            return
+        self.due = time.monotonic() + self.interval_s
+        try:
+            self.run()
+            self.failures = 0
+        except Exception:  # timeouts, heartbeats and rescue must keep running
+            self.failures += 1
+            _log_failure(f"monitor ({self.name})", self.failures)
 
 
 def _backoff(failures: int, base_s: float) -> float:

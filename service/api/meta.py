@@ -27,8 +27,8 @@ def list_pipelines(services: ServicesDep) -> list[dict[str, Any]]:
         {
             "name": p.name,
             "description": p.description,
-            "input_schema": p.input.model_json_schema(by_alias=True) if p.input else None,
-            "params_schema": p.params.model_json_schema() if p.params else None,
+            "input_schema": p.input_schema,
+            "params_schema": p.params_schema,
             "max_attempts": p.max_attempts,
             "timeout_s": p.timeout_s,
             "validation": p.validation,

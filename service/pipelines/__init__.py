@@ -17,6 +17,7 @@ built-in modules and from the modules named in ``FRAMEJOBS_PIPELINES``.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,6 +30,8 @@ from pydantic import BaseModel, ValidationError
 from service.config import Settings
 from service.errors import InvalidInput, NotFound
 from service.frames import FrameSchema, Mode, schema_of
+
+log = logging.getLogger("framejobs.pipelines")
 
 
 class Context(Protocol):
@@ -67,6 +70,9 @@ class Pipeline:
     sandboxed: bool = False
     check_params: ParamsCheck | None = None
     frame_schema: FrameSchema | None = field(default=None, compare=False)
+    # JSON Schemas for GET /pipelines, made once; None for a model that has none
+    input_schema: dict[str, Any] | None = field(default=None, compare=False)
+    params_schema: dict[str, Any] | None = field(default=None, compare=False)
 
     def __call__(self, ctx: Context, frame: duckdb.DuckDBPyRelation) -> Result:
         return self.func(ctx, frame)
@@ -113,17 +119,34 @@ def pipeline(
             sandboxed=sandboxed,
             check_params=check_params,
             frame_schema=schema_of(input) if input is not None else None,
+            input_schema=_json_schema(name, input, by_alias=True),
+            params_schema=_json_schema(name, params, by_alias=True),
         )
 
     return wrap
+
+
+def _json_schema(name: str, model: type[BaseModel] | None, by_alias: bool) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    try:
+        return model.model_json_schema(by_alias=by_alias)
+    except Exception as exc:  # e.g. a field of an arbitrary type: the model still works
+        log.warning("pipeline %r: %s has no JSON Schema: %s", name, model.__name__, exc)
+        return None
 
 
 class Registry:
     def __init__(self, pipelines: Iterable[Pipeline]) -> None:
         self._by_name: dict[str, Pipeline] = {}
         for p in pipelines:
-            if p.name in self._by_name:
-                raise ValueError(f"two pipelines are named {p.name!r}")
+            seen = self._by_name.get(p.name)
+            if seen is p:
+                continue  # one pipeline found twice: imported into another module
+            if seen is not None:
+                raise ValueError(
+                    f"two pipelines are named {p.name!r}: {_where(seen)} and {_where(p)}"
+                )
             self._by_name[p.name] = p
 
     def get(self, name: str) -> Pipeline:
@@ -142,6 +165,10 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+
+def _where(p: Pipeline) -> str:
+    return f"{getattr(p.func, '__module__', '?')}.{getattr(p.func, '__qualname__', '?')}"
 
 
 def pipelines_in(module: ModuleType) -> list[Pipeline]:

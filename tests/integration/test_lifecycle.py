@@ -239,6 +239,69 @@ def test_claim_and_monitor_threads_survive_unexpected_errors(settings: Settings)
         assert done["status"] == "failed" and done["error"]["type"] == "JobTimeout", done
 
 
+def test_a_failing_progress_write_does_not_stop_heartbeats(settings: Settings) -> None:
+    """The monitor's duties fail on their own: heartbeats keep every lease alive."""
+    app = create_app(settings)
+    with TestClient(app) as client:
+        worker = app.state.runtime.worker
+        renewed = threading.Semaphore(0)
+        original_heartbeat = worker._heartbeat
+
+        def tick(running: list) -> None:
+            raise RuntimeError("injected progress failure")
+
+        def heartbeat(running: list) -> None:
+            original_heartbeat(running)
+            if running:
+                renewed.release()
+
+        worker._tick, worker._heartbeat = tick, heartbeat
+        job = submit(client, "sleepy", params={"seconds": 60})
+        wait_status(client, job["id"], "running")
+        assert all(renewed.acquire(timeout=10) for _ in range(2))
+        client.post(f"/jobs/{job['id']}/cancel")
+        assert wait_status(client, job["id"])["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ({"message": 123}, "TypeError: a progress message is text, not int"),
+        ({"done": "half"}, "TypeError: progress is a number, not str"),
+        ({"done": "nan", "as_float": True}, "ValueError: progress is a finite number, not nan"),
+    ],
+)
+def test_bad_progress_values_fail_the_pipeline_that_sent_them(
+    client: TestClient, args: dict, error: str
+) -> None:
+    job = submit(client, "bad_progress", params=args)
+    done = wait_status(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["message"] == error, done
+
+
+def test_a_timeout_the_pipeline_wraps_is_still_a_timeout(client: TestClient) -> None:
+    """Stopped by its timeout, the job says so and is not retried, whatever error
+    the pipeline turned the interrupt into."""
+    job = submit(client, "wrapper", params={"query": LONG_QUERY}, timeout_s=1)
+    done = wait_status(client, job["id"], timeout=20)
+    assert done["status"] == "failed" and done["error"]["type"] == "JobTimeout", done
+    assert done["attempt"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"), [("exit", "SystemExit: 3"), ("keyboard", "KeyboardInterrupt")]
+)
+def test_base_exceptions_in_a_pipeline_fail_it_by_name(
+    client: TestClient, kind: str, error: str
+) -> None:
+    job = submit(client, "wrapper", params={"raise": kind})
+    done = wait_status(client, job["id"])
+    assert done["status"] == "failed" and done["error"] == {
+        "type": "PipelineError",
+        "message": error,
+    }
+
+
 def test_claims_never_overlap(settings: Settings) -> None:
     """16 threads claim from 200 queued jobs at once; each job is claimed once."""
     import threading

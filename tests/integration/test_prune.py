@@ -56,13 +56,13 @@ def test_periodic_prune(settings: Settings) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("7d", 604800), ("12h", 43200), ("30m", 1800), ("90", 90), ("1.5h", 5400), ("2w", 1209600)],
+    [("7d", 604800), ("12h", 43200), ("30m", 1800), ("90s", 90), ("1.5h", 5400), ("2w", 1209600)],
 )
 def test_parse_age(text: str, seconds: int) -> None:
     assert parse_age(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "7 days", "-1d", "d"])
+@pytest.mark.parametrize("text", ["", "7 days", "-1d", "d", "7", "0s", "0.0d"])
 def test_parse_age_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_age(text)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 
 from tests.support.jobs import submit, wait_status
+from tests.support.pipelines import ODD_UUID
 
 FRAME = {"columns": {"userId": [1, 2, 1, 3], "amount": [1.0, 2.0, 3.0, 4.0]}}
 
@@ -168,6 +169,23 @@ def test_repeated_result_column_names_fail_the_job(client: TestClient) -> None:
     done = _sql_result(client, "select 1 as a, 2 as a")
     assert done["status"] == "failed"
     assert "repeats column names ['a']" in done["error"]["message"]
+
+
+def test_a_result_without_columns_fails_the_job(client: TestClient) -> None:
+    done = wait_status(client, submit(client, "no_columns")["id"])
+    assert done["status"] == "failed" and "no columns" in done["error"]["message"], done
+
+
+def test_arrow_extension_and_view_types_are_stored_as_plain_types(client: TestClient) -> None:
+    job = submit(client, "odd_types")
+    done = wait_status(client, job["id"])
+    assert done["status"] == "completed", done
+    assert client.get(f"/jobs/{job['id']}/result").json()["rows"] == [
+        {"id": ODD_UUID, "text": "a", "doc": '{"k": 1}', "views": [1]},
+        {"id": None, "text": None, "doc": None, "views": [2, 3]},
+    ]
+    csv = client.get(f"/jobs/{job['id']}/result?format=csv")
+    assert csv.status_code == 200 and ODD_UUID in csv.text and len(csv.text.splitlines()) == 3
 
 
 def test_enums_and_end_of_day_times_as_text(client: TestClient) -> None:

@@ -211,6 +211,14 @@ def test_params_are_validated(api_only: TestClient) -> None:
     assert problem(api_only.post("/jobs", json=body), 422)["errors"][0]["field"] == "querry"
 
 
+def test_the_pipeline_gets_the_params_submit_validated(client: TestClient) -> None:
+    """Aliases and validators that change values apply once, as at submit."""
+    job = submit(client, "echo_params", {"columns": {"a": [1]}}, params={"maxRows": 7, "n": 3})
+    assert job["params"] == {"maxRows": 7, "n": 3}  # as sent
+    assert wait_status(client, job["id"])["status"] == "completed"
+    assert client.get(f"/jobs/{job['id']}/result").json()["rows"] == [{"max_rows": 7, "n": 6}]
+
+
 def test_trailing_slashes_are_not_redirected(api_only: TestClient) -> None:
     """Starlette would redirect to a URL built from the client's Host header."""
     response = api_only.get("/jobs/", headers={"Host": "evil.example"}, follow_redirects=False)
@@ -331,3 +339,38 @@ def test_job_ids_follow_commit_order_not_arrival(settings) -> None:
         assert slow["id"] > quick["id"]
         newest = [j["id"] for j in api.get("/jobs?page_size=2").json()["items"]]
         assert newest == [slow["id"], quick["id"]]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"id": [1, 2]},  # no "to" at all: every row gets null
+        {"id": [1, 2], "to": [None, None]},
+        {"id": [1, 2], "to": [{"city": "Oslo", "zip": None}, None], "stops": [None, []]},
+    ],
+)
+def test_optional_nested_models_may_be_null(client: TestClient, columns: dict) -> None:
+    body = submit(client, "shipments", {"columns": columns})
+    done = wait_status(client, body["id"])
+    assert done["status"] == "completed", done
+    rows = client.get(f"/jobs/{body['id']}/result").json()["rows"]
+    assert [r["to"] for r in rows] == columns.get("to", [None, None])
+
+
+def test_nulls_inside_nested_columns_are_refused_by_path(api_only: TestClient) -> None:
+    frame = {
+        "columns": {
+            "id": [1, 2, 3],
+            "to": [{"zip": "0150"}, {"city": None}, None],
+            "stops": [[{"city": "a"}, None], [{"city": None}], None],
+            "codes": [[1, None], None, [3]],
+        }
+    }
+    body = problem(api_only.post("/jobs", json={"pipeline": "shipments", "frame": frame}), 422)
+    reason = "null in a field that does not allow nulls"
+    assert body["errors"] == [
+        {"column": "to.city", "reason": reason, "rows": [0, 1]},
+        {"column": "stops[]", "reason": reason, "rows": [0]},
+        {"column": "stops[].city", "reason": reason, "rows": [1]},
+        {"column": "codes[]", "reason": reason, "rows": [0]},
+    ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-from pydantic import AwareDatetime, BaseModel, Field, NaiveDatetime
+from pydantic import AwareDatetime, BaseModel, Field, NaiveDatetime, field_validator
 
 from service.errors import TransientError
 from service.pipelines import Context, pipeline
@@ -84,6 +86,78 @@ def side_effect(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
     return pa.table({"job_id": [ctx.job_id], "rows": [rows], "pid": [os.getpid()]})
 
 
+class EchoParams(BaseModel):
+    max_rows: int = Field(5, alias="maxRows")
+    n: int = 1
+
+    @field_validator("n")
+    @classmethod
+    def doubled(cls, value: int) -> int:
+        return value * 2
+
+
+@pipeline("echo_params", params=EchoParams, description="Returns the params it was given.")
+def echo_params(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    return pa.table({"max_rows": [ctx.params.max_rows], "n": [ctx.params.n]})
+
+
+class WrapParams(BaseModel):
+    query: str = ""
+    raise_: str = Field("", alias="raise")
+
+
+@pipeline("wrapper", params=WrapParams, max_attempts=3)
+def wrapper(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """Runs ``query`` and wraps any error in a TransientError, as pipelines that call
+    flaky services do; or raises what ``raise`` names, BaseExceptions included."""
+    if ctx.params.raise_ == "exit":
+        sys.exit(3)
+    if ctx.params.raise_ == "keyboard":
+        raise KeyboardInterrupt
+    try:
+        ctx.connection.sql(ctx.params.query).fetchall()
+    except Exception as exc:
+        raise TransientError(f"upstream hiccup: {exc}") from exc
+    return frame
+
+
+ODD_UUID = "6e2a9c1e-3f0b-4c55-9d1a-0c2b7f1e8a44"
+
+
+@pipeline("odd_types")
+def odd_types(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    """Arrow types a pipeline may return that JSON, CSV and DuckDB do not know as such."""
+    views = pa.ListViewArray.from_arrays(
+        pa.array([0, 1], pa.int32()), pa.array([1, 2], pa.int32()), pa.array([1, 2, 3])
+    )
+    return pa.table(
+        {
+            "id": pa.array([uuid.UUID(ODD_UUID).bytes, None], pa.uuid()),
+            "text": pa.array(["a", None], pa.string_view()),
+            "doc": pa.array(['{"k": 1}', None], pa.json_()),
+            "views": views,
+        }
+    )
+
+
+@pipeline("no_columns")
+def no_columns(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+    return pa.table({"a": [1, 2]}).drop_columns(["a"])  # two rows, no columns
+
+
+class ProgressParams(BaseModel):
+    done: Any = 1
+    message: Any = None
+    as_float: bool = False  # JSON has no NaN: send "nan" and this
+
+
+@pipeline("bad_progress", params=ProgressParams)
+def bad_progress(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    done = float(ctx.params.done) if ctx.params.as_float else ctx.params.done
+    ctx.progress(done, 2, ctx.params.message)
+    return frame
+
+
 class Point(BaseModel):
     x: float | None = None
     label: str | None = None
@@ -120,6 +194,25 @@ class Reading(BaseModel):
     value: float = Field(ge=0, le=100, allow_inf_nan=False)
     unit: Literal["C", "F"] = "C"
     tags: list[str] | None = Field(default=None, max_length=3)
+
+
+class Address(BaseModel):
+    city: str
+    zip: str | None = None
+
+
+class Shipment(BaseModel):
+    """Nested models and lists whose insides must not be null."""
+
+    id: int
+    to: Address | None = None
+    stops: list[Address] | None = None
+    codes: list[int] | None = None
+
+
+@pipeline("shipments", input=Shipment)
+def shipments(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    return frame
 
 
 @pipeline("readings", input=Reading)

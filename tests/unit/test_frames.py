@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import pytest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NaiveDatetime
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NaiveDatetime,
+)
 
 from service.errors import InvalidFrame
 from service.frames import (
@@ -64,14 +72,21 @@ def test_annotations_map_to_arrow_types() -> None:
             pa.field("money", pa.decimal128(10, 2), False),
             pa.field("whole", pa.decimal128(12, 0), False),
             pa.field("ints", pa.list_(pa.int64()), False),
+            # stored with nested fields nullable; what the model requires is checked
             pa.field(
                 "inner",
-                pa.struct([pa.field("n", pa.int64(), True), pa.field("s", pa.string(), False)]),
+                pa.struct([pa.field("n", pa.int64(), True), pa.field("s", pa.string(), True)]),
                 False,
             ),
             pa.field("maybe", pa.int64(), True),
         ]
     )
+    declared = {c.name: c.declared for c in schema.columns}
+    assert declared["inner"] == pa.struct(
+        [pa.field("n", pa.int64(), True), pa.field("s", pa.string(), False)]
+    )
+    assert declared["ints"] == pa.list_(pa.field("item", pa.int64(), False))
+    assert declared["maybe"] is None  # nothing inside it to check
     required = {c.name: c.required for c in schema.columns}
     assert required["maybe"] is False and required["i"] is True
     assert schema.extra == "forbid"
@@ -127,6 +142,26 @@ def test_aliases_and_names_both_match() -> None:
     by_name = conform({"user_id": pa.array([1]), "amount": pa.array([1.5])})
     assert by_alias.schema.names == by_name.schema.names == ["user_id", "amount", "note"]
     assert by_alias.to_pydict() == {"user_id": [1], "amount": [1.5], "note": [None]}
+
+
+class Chosen(BaseModel):
+    user_id: int = Field(validation_alias=AliasChoices("userId", "uid"))
+
+
+def test_alias_choices_each_name_the_column() -> None:
+    schema = schema_of(Chosen)
+    for given in ("userId", "uid", "user_id"):
+        assert conform({given: pa.array([7])}, schema).to_pydict() == {"user_id": [7]}
+    twice = errors_of(lambda: conform({"uid": pa.array([1]), "userId": pa.array([2])}, schema))
+    assert "given twice" in twice[0]["reason"]
+
+
+def test_an_alias_path_is_refused_at_load() -> None:
+    class Pathed(BaseModel):
+        city: str = Field(validation_alias=AliasPath("address", "city"))
+
+    with pytest.raises(TypeError, match="AliasPath"):
+        schema_of(Pathed)
 
 
 def test_missing_extra_and_duplicate_columns() -> None:
