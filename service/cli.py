@@ -19,6 +19,7 @@ import uvicorn
 from alembic.util import CommandError
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import client as client_api
@@ -66,6 +67,9 @@ def serve(
             workers=settings.workers,
             migrate=settings.is_sqlite if migrate is None else migrate,
         )
+    address, bound_port = listener.getsockname()[:2]
+    shown = f"[{address}]" if ":" in address else address
+    log.info("listening on http://%s:%d", shown, bound_port)  # the port --port 0 got
     config = uvicorn.Config(
         create_app(settings, runtime=runtime),
         host=host,
@@ -153,12 +157,8 @@ def migrate() -> None:
     """Upgrade the database schema to the latest version."""
     settings = _settings()
     configure_logging(settings.log_level)
-    engine = make_engine(settings)
-    try:
-        with _fatal("cannot migrate"):
-            upgrade(engine)
-    finally:
-        engine.dispose()
+    with _database(settings, "cannot migrate") as engine:
+        upgrade(engine)
     typer.echo("schema at head")
 
 
@@ -178,9 +178,13 @@ def submit(
     params: Annotated[str | None, typer.Option(help="Pipeline params as JSON.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the result here when done.")] = None,
     fmt: Annotated[
-        str,
-        typer.Option("--format", help=f"Result format for --out: {', '.join(client_api.FORMATS)}."),
-    ] = "parquet",
+        str | None,
+        typer.Option(
+            "--format",
+            help=f"Result format for --out: {', '.join(client_api.FORMATS)} "
+            "(default: from the --out file's extension, else parquet).",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="Follow the job to its end with a progress bar.")
     ] = True,
@@ -189,6 +193,7 @@ def submit(
     spec: dict[str, object] = {"pipeline": pipeline}
     if params:
         spec["params"] = _json_option(params, "--params")
+    fmt = fmt or client_api.format_for(out)
     if fmt not in client_api.FORMATS:
         raise typer.BadParameter(f"one of {', '.join(client_api.FORMATS)}", param_hint="--format")
     if out is not None and not out.parent.is_dir():
@@ -228,7 +233,7 @@ def _client(url: str) -> Iterator[httpx.Client]:
         _die(f"{url!r} is not an http:// or https:// URL ({exc})", 2)
     except httpx.HTTPError as exc:
         _die(f"cannot reach {url}: {type(exc).__name__}: {first_line(exc)}", 1)
-    except json.JSONDecodeError as exc:  # a body that is not the JSON framejobs answers with
+    except (json.JSONDecodeError, client_api.NotFramejobs) as exc:
         _die(f"{url} did not answer as framejobs does: {first_line(exc)}", 1)
 
 
@@ -294,13 +299,9 @@ def prune_command(
         raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     settings = _settings()
     configure_logging(settings.log_level)
-    engine = make_engine(settings)
-    try:
-        with _fatal("cannot prune"):
-            check_schema(engine)
-            deleted = prune(engine, before=utcnow() - age)
-    finally:
-        engine.dispose()
+    with _database(settings, "cannot prune", existing=True) as engine:
+        check_schema(engine)
+        deleted = prune(engine, before=utcnow() - age)
     typer.echo(f"deleted {deleted} finished job(s)")
 
 
@@ -311,12 +312,9 @@ def webhook_secret() -> None:
     if settings.webhook_secrets:
         typer.echo("\n".join(settings.webhook_secrets))
         return
-    engine = make_engine(settings)
-    try:
-        with _fatal("cannot read the secret"):
-            stored = stored_secret(engine)
-    finally:
-        engine.dispose()
+    with _database(settings, "cannot read the secret", existing=True) as engine:
+        check_schema(engine)
+        stored = stored_secret(engine)
     if stored is None:
         typer.echo("no secret yet: `framejobs serve` generates one on first start", err=True)
         raise typer.Exit(1)
@@ -346,6 +344,24 @@ def _fatal(doing: str) -> Iterator[None]:
         _die(f"{doing}: the database: {first_line(exc)}", 1)
     except CommandError as exc:
         _die(f"{doing}: {first_line(exc)}", 1)
+    except OSError as exc:  # a folder that cannot be made, a path through a file
+        where = f" ({exc.filename})" if exc.filename else ""
+        _die(f"{doing}: {exc.strerror or exc}{where}", 1)
+
+
+@contextmanager
+def _database(settings: Settings, doing: str, *, existing: bool = False) -> Iterator[Engine]:
+    """The database's engine, errors as one line. ``existing``: a command that only
+    reads or deletes refuses to create an empty SQLite file (in whatever folder it
+    was started in) and says where it looked."""
+    with _fatal(doing):
+        if existing and (path := settings.sqlite_file) is not None and not path.exists():
+            _die(f"{doing}: no database at {path} (`framejobs migrate` creates it)", 1)
+        engine = make_engine(settings)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _die(message: str, code: int) -> NoReturn:

@@ -22,17 +22,40 @@ _MEDIA = {
 }
 
 
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "json",
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+}
+
+
+def format_for(path: Path | None) -> str:
+    """The result format a file name asks for; Parquet when it names none."""
+    return _EXTENSIONS.get(path.suffix.lower(), "parquet") if path is not None else "parquet"
+
+
 class ClientError(Exception):
     """The service refused a request; the message is its problem detail."""
+
+
+class NotFramejobs(Exception):
+    """What answered is not framejobs (an error without a problem body)."""
 
 
 def _check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
         response.read()  # a streamed response has not read its problem body yet
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
         try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
+            detail = response.json()["detail"] if kind == "application/problem+json" else None
+        except (ValueError, KeyError, TypeError):
+            detail = None
+        if detail is None:
+            raise NotFramejobs(f"HTTP {response.status_code} ({kind or 'no content type'})")
         raise ClientError(f"{response.status_code}: {detail}")
     return response
 

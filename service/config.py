@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Durations are finite: an infinite lease or grace would overflow the clock arithmetic.
@@ -33,6 +35,13 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# What DuckDB's memory_limit parser takes: a number and a unit (decimal or binary
+# bytes, long or short, any case), or a share of the machine's memory.
+_MEMORY = re.compile(
+    r"\s*\d+(\.\d+)?\s*(%|(k|m|g|t)i?b|(kilo|mega|giga|tera)?bytes?|b)\s*", re.IGNORECASE
+)
 
 
 class Settings(BaseSettings):
@@ -88,6 +97,13 @@ class Settings(BaseSettings):
 
     long_poll_max_s: Seconds = Field(default=60.0, gt=0, le=HOUR)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not _MEMORY.fullmatch(value):
+            raise ValueError("must be a size DuckDB reads, such as 4GB, 512MiB or 80%")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod
@@ -154,6 +170,16 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database's file; None for PostgreSQL, memory and URI names."""
+        if not self.is_sqlite:
+            return None
+        name = make_url(self.database_url).database
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return None
+        return Path(name)
 
     @property
     def spool_dir(self) -> Path:

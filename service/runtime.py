@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import duckdb
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -61,7 +62,7 @@ class Runtime:
             settings.spool_dir.mkdir(parents=True, exist_ok=True)
             spool.sweep(settings.spool_dir)
             registry = _registry(settings)
-            engines = Engines(settings, job_slots=workers)
+            engines = _engines(settings, workers)
             runtime = cls._build(settings, engine, registry, engines, workers, resolver, transport)
         except BaseException:
             if engines is not None:
@@ -154,6 +155,15 @@ def _check_writable(engine: Engine) -> None:
     except SQLAlchemyError as exc:
         reason = first_line(getattr(exc, "orig", None) or exc)
         raise StartupError(f"the database cannot be written: {reason}") from exc
+
+
+def _engines(settings: Settings, workers: int) -> Engines:
+    try:
+        return Engines(settings, job_slots=workers)
+    except duckdb.Error as exc:
+        raise StartupError(
+            f"DuckDB refused its settings (FRAMEJOBS_DUCKDB_*): {first_line(exc)}"
+        ) from exc
 
 
 def _registry(settings: Settings) -> Registry:

@@ -29,6 +29,10 @@ def single_select(query: str) -> str:
     if len(statements) != 1:
         raise InvalidInput(f"the query must be exactly one statement, found {len(statements)}")
     kind = statements[0].type
+    if kind == duckdb.StatementType.MULTI:  # PIVOT and the like: DuckDB runs several
+        raise InvalidInput(
+            "the query must be one SELECT; this one (a PIVOT, say) runs as several statements"
+        )
     if kind != duckdb.StatementType.SELECT:
         raise InvalidInput(f"the query must be a SELECT, found {kind.name}")
     return query

@@ -71,9 +71,8 @@ def test_json_results_are_saved_whole(
     frame = tmp_path / "bills.csv"
     frame.write_text("userId,amount\n" + "".join(f"{i},1\n" for i in range(2500)))
     out = tmp_path / "totals.json"
-    done = _cli(
-        server, "submit", "billing_rollup", str(frame), "--out", str(out), "--format", "json"
-    )
+    # no --format: the .json extension asks for JSON
+    done = _cli(server, "submit", "billing_rollup", str(frame), "--out", str(out))
     assert done.returncode == 0, done.stderr
     saved = json.loads(out.read_text())
     assert len(saved["rows"]) == 2500 and saved["rows"][-1]["user_id"] == 2499
@@ -101,6 +100,8 @@ def test_client_failures_are_one_line(tmp_path: Path) -> None:
     cases = [
         (["jobs", "list", "--url", nobody], 1, "cannot reach"),
         (["jobs", "list", "--url", stranger], 1, "did not answer as framejobs"),
+        # POST: the stranger answers 501 with an HTML page, not a problem
+        (["submit", "sql", str(frame), "--url", stranger], 1, "did not answer as framejobs"),
         (["jobs", "show", "x", "--url", "not-a-url"], 2, "not an http"),
         (["submit", "sql", str(frame), "--params", "{bad", "--url", nobody], 2, "--params"),
         (["submit", "sql", str(frame), "--out", "/no/such/dir/x", "--url", nobody], 2, "--out"),
@@ -112,6 +113,8 @@ def test_client_failures_are_one_line(tmp_path: Path) -> None:
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
             assert result.returncode == code, (args, result.stderr)
             assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+            if code == 1:
+                assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     finally:
         other.shutdown()
         other.server_close()

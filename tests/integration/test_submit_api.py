@@ -193,6 +193,7 @@ def test_oversize_bodies(settings, tmp_path) -> None:
         ("set threads = 1", "SELECT"),
         ("select nope from input", "nope"),
         ("selec 1", "parse"),
+        ("pivot input on a", "runs as several statements"),
     ],
 )
 def test_sql_pipeline_refuses_unsafe_queries(api_only: TestClient, query: str, needle: str) -> None:
