@@ -12,13 +12,14 @@ from service.pipelines import Context, pipeline
 
 
 class BusyParams(BaseModel):
-    seconds: float = 600.0
+    seconds: float = 1e9  # until cancelled
 
 
 @pipeline("busy", params=BusyParams, description="Reports progress until cancelled.")
 def busy(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < ctx.params.seconds:
-        ctx.progress(elapsed, ctx.params.seconds, "busy")  # raises once cancelled
+        # a new message four times a second: the row changes at every progress write
+        ctx.progress(min(elapsed, 99.0), None, f"tick {int(elapsed * 4)}")  # raises once cancelled
         time.sleep(0.01)
     return frame
