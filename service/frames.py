@@ -86,8 +86,16 @@ def _column(name: str, field: FieldInfo) -> Column:
     default = None if required else field.get_default(call_default_factory=True)
     bare, inner = _unwrapped(field.annotation)
     checks = constraints.checks_for(bare, [*field.metadata, *inner], arrow_type, f"column {name!r}")
-    strict = declared if declared != arrow_type else None
-    column = Column(name, aliases, arrow_type, nullable, required, default, checks, strict)
+    column = Column(
+        name,
+        aliases,
+        arrow_type,
+        nullable,
+        required,
+        default,
+        checks,
+        declared=declared if declared != arrow_type else None,
+    )
     try:
         column.filler(1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
@@ -545,7 +553,7 @@ def _storable_array(array: pa.Array, target: pa.DataType) -> pa.Array:
         if array.type.extension_name == "arrow.uuid":
             return pa.array([None if u is None else str(u) for u in array.to_pylist()], target)
         array = array.storage
-    if _is_list_view(array.type) or _has_list_view(array.type):
+    if _has_list_view(array.type):
         # Arrow's own cast from list views gave invalid arrays here (pyarrow 26)
         return pa.array(array.to_pylist(), target)
     if pa.types.is_dictionary(array.type) and not pa.types.is_dictionary(target):

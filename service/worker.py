@@ -474,11 +474,11 @@ class _Duty:
     name: str
     interval_s: float
     run: Callable[[], None]
-    due: float = field(default_factory=time.monotonic)
+    due: float = field(init=False)
     failures: int = 0
 
     def __post_init__(self) -> None:
-        self.due += self.interval_s
+        self.due = time.monotonic() + self.interval_s
 
     def run_if_due(self) -> None:
         if time.monotonic() < self.due:

@@ -119,18 +119,19 @@ def pipeline(
             sandboxed=sandboxed,
             check_params=check_params,
             frame_schema=schema_of(input) if input is not None else None,
-            input_schema=_json_schema(name, input, by_alias=True),
-            params_schema=_json_schema(name, params, by_alias=True),
+            input_schema=_json_schema(name, input),
+            params_schema=_json_schema(name, params),
         )
 
     return wrap
 
 
-def _json_schema(name: str, model: type[BaseModel] | None, by_alias: bool) -> dict[str, Any] | None:
+def _json_schema(name: str, model: type[BaseModel] | None) -> dict[str, Any] | None:
+    """The model's JSON Schema, by alias (the names clients send)."""
     if model is None:
         return None
     try:
-        return model.model_json_schema(by_alias=by_alias)
+        return model.model_json_schema(by_alias=True)
     except Exception as exc:  # e.g. a field of an arbitrary type: the model still works
         log.warning("pipeline %r: %s has no JSON Schema: %s", name, model.__name__, exc)
         return None

@@ -176,8 +176,11 @@ def test_shutdown_ends_event_streams_and_long_polls_cleanly(
         ended[kind] = time.monotonic()
 
     with server.client() as client:
-        job = submit(client, "sleepy", params={"seconds": 300})
-        wait_status(client, job["id"], "running")
+        running = submit(client, "sleepy", params={"seconds": 300})
+        wait_status(client, running["id"], "running")
+        # Watched: a job that does not change (due in 2999), so the long-poll waits
+        # until the shutdown answers it; the running job's progress would answer it.
+        job = submit(client, "sleepy", run_after="2999-01-01T00:00:00Z")
     threads = [threading.Thread(target=follow, args=(k, job["id"])) for k in ("events", "poll")]
     for thread in threads:
         thread.start()

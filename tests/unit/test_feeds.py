@@ -13,14 +13,17 @@ from service.notify import Hub
 
 
 class ScriptedJob:
-    """A job whose versions 1..n are status events; reads see what was "committed"."""
+    """A job whose versions 1..n are status events; reads see what was "committed",
+    and each commit wakes the hub as a real state change does."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.events: list[dict[str, Any]] = []
         self.reads = 0
 
     def commit(self, status: str) -> None:
         self.events.append({"version": len(self.events) + 1, "status": status})
+        self.hub.job_changed("j")
 
     async def read(self, job_id: str, cursor: int) -> Update:
         self.reads += 1
@@ -29,12 +32,20 @@ class ScriptedJob:
         return Update([e for e in self.events if e["version"] > cursor], row)  # type: ignore[arg-type]
 
 
-def _feeds_of_one_job(status: str) -> tuple[Hub, ScriptedJob, Feeds]:
+def _feeds_of_one_job(status: str) -> tuple[ScriptedJob, Feeds]:
     """Feeds over job "j", whose first event has ``status``; only wake-ups (no
     polling within a test) make them read again."""
-    hub, job = Hub(), ScriptedJob()
+    hub = Hub()
+    job = ScriptedJob(hub)
     job.commit(status)
-    return hub, job, Feeds(job.read, hub, poll_s=60)
+    return job, Feeds(job.read, hub, poll_s=60)
+
+
+async def _next(queue: Queue) -> Update:
+    """The queue's next update, which must come (soon) and not be the end."""
+    update = await asyncio.wait_for(queue.get(), 5)
+    assert update is not None
+    return update
 
 
 async def _drain(queue: Queue, until: str) -> list[int]:
@@ -48,18 +59,15 @@ async def _drain(queue: Queue, until: str) -> list[int]:
 
 def test_one_read_per_change_for_any_number_of_streams() -> None:
     async def scenario() -> None:
-        hub, job, feeds = _feeds_of_one_job("queued")
+        job, feeds = _feeds_of_one_job("queued")
         async with contextlib.AsyncExitStack() as stack:
             queues = [await stack.enter_async_context(feeds.watch("j", 0)) for _ in range(50)]
             seen: list[list[int]] = [[] for _ in queues]
             for status in ("running", "completed", None):
                 for versions, queue in zip(seen, queues, strict=True):
-                    update = await asyncio.wait_for(queue.get(), 5)
-                    assert update is not None
-                    versions.extend(e["version"] for e in update.events)
+                    versions.extend(e["version"] for e in (await _next(queue)).events)
                 if status is not None:
                     job.commit(status)
-                    hub.job_changed("j")
         assert job.reads == 3  # one per change, not one per stream and change
         assert all(versions == [1, 2, 3] for versions in seen)
 
@@ -68,16 +76,14 @@ def test_one_read_per_change_for_any_number_of_streams() -> None:
 
 def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
     async def scenario() -> None:
-        hub, job, feeds = _feeds_of_one_job("queued")
+        job, feeds = _feeds_of_one_job("queued")
         async with feeds.watch("j", 0) as early:
-            assert await asyncio.wait_for(early.get(), 5) is not None
+            await _next(early)
             job.commit("running")
-            hub.job_changed("j")
-            assert await asyncio.wait_for(early.get(), 5) is not None
+            await _next(early)
             async with feeds.watch("j", 0) as late:
                 backlog = await job.read("j", 0)  # what the stream does after joining
                 job.commit("completed")
-                hub.job_changed("j")
                 late_seen = [e["version"] for e in backlog.events]
                 late_seen += [v for v in await _drain(late, "completed") if v > late_seen[-1]]
                 assert late_seen == [1, 2, 3]
@@ -88,10 +94,10 @@ def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
 
 def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
     async def scenario() -> None:
-        hub, _, feeds = _feeds_of_one_job("running")
+        job, feeds = _feeds_of_one_job("running")
         async with feeds.watch("j", 0) as queue:
-            assert (await asyncio.wait_for(queue.get(), 5)) is not None
-            hub.close_streams()
+            await _next(queue)
+            job.hub.close_streams()
             assert await asyncio.wait_for(queue.get(), 5) is None
 
     asyncio.run(scenario())
@@ -99,13 +105,12 @@ def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
 
 def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
     async def scenario() -> None:
-        hub, job, feeds = _feeds_of_one_job("queued")
+        job, feeds = _feeds_of_one_job("queued")
         async with feeds.watch("j", 0) as first:
-            assert await asyncio.wait_for(first.get(), 5) is not None
+            await _next(first)
         async with feeds.watch("j", 0) as second:  # the first feed is still winding down
-            assert await asyncio.wait_for(second.get(), 5) is not None
+            await _next(second)
             job.commit("completed")
-            hub.job_changed("j")
             assert await _drain(second, "completed") == [2]
 
     asyncio.run(scenario())
@@ -113,12 +118,11 @@ def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
 
 def test_a_long_poll_that_joins_gets_the_last_read_at_once_without_reading() -> None:
     async def scenario() -> None:
-        hub, job, feeds = _feeds_of_one_job("queued")
+        job, feeds = _feeds_of_one_job("queued")
         async with feeds.watch("j", 0) as stream:
-            assert await asyncio.wait_for(stream.get(), 5) is not None
+            await _next(stream)
             job.commit("running")  # read by the feed before the long-poll joins
-            hub.job_changed("j")
-            assert await asyncio.wait_for(stream.get(), 5) is not None
+            await _next(stream)
             reads = job.reads
             async with feeds.watch("j", 1, latest=True) as poll:
                 update = poll.get_nowait()
