@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
+
 from service.api.feeds import Feeds, Queue, Update
 from service.notify import Hub
 
@@ -57,77 +59,67 @@ async def _drain(queue: Queue, until: str) -> list[int]:
     return seen
 
 
-def test_one_read_per_change_for_any_number_of_streams() -> None:
-    async def scenario() -> None:
-        job, feeds = _feeds_of_one_job("queued")
-        async with contextlib.AsyncExitStack() as stack:
-            queues = [await stack.enter_async_context(feeds.watch("j", 0)) for _ in range(50)]
-            seen: list[list[int]] = [[] for _ in queues]
-            for status in ("running", "completed", None):
-                for versions, queue in zip(seen, queues, strict=True):
-                    versions.extend(e["version"] for e in (await _next(queue)).events)
-                if status is not None:
-                    job.commit(status)
-        assert job.reads == 3  # one per change, not one per stream and change
-        assert all(versions == [1, 2, 3] for versions in seen)
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_one_read_per_change_for_any_number_of_streams() -> None:
+    job, feeds = _feeds_of_one_job("queued")
+    async with contextlib.AsyncExitStack() as stack:
+        queues = [await stack.enter_async_context(feeds.watch("j", 0)) for _ in range(50)]
+        seen: list[list[int]] = [[] for _ in queues]
+        for status in ("running", "completed", None):
+            for versions, queue in zip(seen, queues, strict=True):
+                versions.extend(e["version"] for e in (await _next(queue)).events)
+            if status is not None:
+                job.commit(status)
+    assert job.reads == 3  # one per change, not one per stream and change
+    assert all(versions == [1, 2, 3] for versions in seen)
 
 
-def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
-    async def scenario() -> None:
-        job, feeds = _feeds_of_one_job("queued")
-        async with feeds.watch("j", 0) as early:
-            await _next(early)
-            job.commit("running")
-            await _next(early)
-            async with feeds.watch("j", 0) as late:
-                backlog = await job.read("j", 0)  # what the stream does after joining
-                job.commit("completed")
-                late_seen = [e["version"] for e in backlog.events]
-                late_seen += [v for v in await _drain(late, "completed") if v > late_seen[-1]]
-                assert late_seen == [1, 2, 3]
-                assert await _drain(early, "completed") == [3]
-
-    asyncio.run(scenario())
-
-
-def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
-    async def scenario() -> None:
-        job, feeds = _feeds_of_one_job("running")
-        async with feeds.watch("j", 0) as queue:
-            await _next(queue)
-            job.hub.close_streams()
-            assert await asyncio.wait_for(queue.get(), 5) is None
-
-    asyncio.run(scenario())
-
-
-def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
-    async def scenario() -> None:
-        job, feeds = _feeds_of_one_job("queued")
-        async with feeds.watch("j", 0) as first:
-            await _next(first)
-        async with feeds.watch("j", 0) as second:  # the first feed is still winding down
-            await _next(second)
+@pytest.mark.anyio
+async def test_a_stream_that_joins_late_reads_its_backlog_and_loses_nothing() -> None:
+    job, feeds = _feeds_of_one_job("queued")
+    async with feeds.watch("j", 0) as early:
+        await _next(early)
+        job.commit("running")
+        await _next(early)
+        async with feeds.watch("j", 0) as late:
+            backlog = await job.read("j", 0)  # what the stream does after joining
             job.commit("completed")
-            assert await _drain(second, "completed") == [2]
+            late_seen = [e["version"] for e in backlog.events]
+            late_seen += [v for v in await _drain(late, "completed") if v > late_seen[-1]]
+            assert late_seen == [1, 2, 3]
+            assert await _drain(early, "completed") == [3]
 
-    asyncio.run(scenario())
+
+@pytest.mark.anyio
+async def test_the_feed_ends_every_stream_when_the_server_closes_them() -> None:
+    job, feeds = _feeds_of_one_job("running")
+    async with feeds.watch("j", 0) as queue:
+        await _next(queue)
+        job.hub.close_streams()
+        assert await asyncio.wait_for(queue.get(), 5) is None
 
 
-def test_a_long_poll_that_joins_gets_the_last_read_at_once_without_reading() -> None:
-    async def scenario() -> None:
-        job, feeds = _feeds_of_one_job("queued")
-        async with feeds.watch("j", 0) as stream:
-            await _next(stream)
-            job.commit("running")  # read by the feed before the long-poll joins
-            await _next(stream)
-            reads = job.reads
-            async with feeds.watch("j", 1, latest=True) as poll:
-                update = poll.get_nowait()
-                assert update is not None and update.row is not None
-                assert update.row["version"] == 2
-            assert job.reads == reads
+@pytest.mark.anyio
+async def test_a_stream_that_joins_as_the_last_one_leaves_gets_a_live_feed() -> None:
+    job, feeds = _feeds_of_one_job("queued")
+    async with feeds.watch("j", 0) as first:
+        await _next(first)
+    async with feeds.watch("j", 0) as second:  # the first feed is still winding down
+        await _next(second)
+        job.commit("completed")
+        assert await _drain(second, "completed") == [2]
 
-    asyncio.run(scenario())
+
+@pytest.mark.anyio
+async def test_a_long_poll_that_joins_gets_the_last_read_at_once_without_reading() -> None:
+    job, feeds = _feeds_of_one_job("queued")
+    async with feeds.watch("j", 0) as stream:
+        await _next(stream)
+        job.commit("running")  # read by the feed before the long-poll joins
+        await _next(stream)
+        reads = job.reads
+        async with feeds.watch("j", 1, latest=True) as poll:
+            update = poll.get_nowait()
+            assert update is not None and update.row is not None
+            assert update.row["version"] == 2
+        assert job.reads == reads
