@@ -91,42 +91,59 @@ def _claim_statement(limit: int, pipelines: tuple[str, ...] | None) -> sa.Update
 @dataclass(frozen=True)
 class Rescued:
     requeued: list[str]
-    failed: list[str]
+    ended: list[str]  # failed (attempts spent) or cancelled (a cancel was accepted)
 
 
 def rescue(
     conn: Connection, *, now: datetime, dead_workers: frozenset[str] = frozenset()
 ) -> Rescued:
     """Re-queue (or fail, when attempts are spent) running jobs whose lease expired or
-    whose worker is known dead. Fenced by attempt, so a racing finish wins cleanly."""
+    whose worker is known dead; a job whose cancel was accepted ends ``cancelled``.
+
+    The candidates are locked, skipping rows locked by others: a row locked by its
+    worker's final save (or by a paused worker mid-transaction) must not stall the
+    rescuer, and a lease renewed between the SELECT and the UPDATE is seen by the lock
+    (PostgreSQL re-checks a locked row's WHERE on its newest version)."""
     lost = J.lease_expires_at < now
     if dead_workers:
         lost = sa.or_(lost, J.worker_id.in_(dead_workers))
-    query = sa.select(J.id, J.attempt, J.max_attempts).where(J.status == RUNNING, lost)
+    query = (
+        sa.select(J.id, J.attempt, J.max_attempts, J.cancel_requested)
+        .where(J.status == RUNNING, lost)
+        .with_for_update(skip_locked=True)
+    )
     requeued: list[str] = []
-    failed: list[str] = []
-    for job_id, attempt, max_attempts in conn.execute(query).all():
-        retry = attempt < max_attempts
-        if _rescue_one(conn, job_id, attempt, retry, now):
-            (requeued if retry else failed).append(job_id)
-    return Rescued(requeued, failed)
+    ended: list[str] = []
+    for job_id, attempt, max_attempts, cancel in conn.execute(query).all():
+        retry = attempt < max_attempts and not cancel
+        if _rescue_one(conn, job_id, _rescued_values(attempt, retry, cancel, now), attempt):
+            (requeued if retry else ended).append(job_id)
+    return Rescued(requeued, ended)
 
 
-def _rescue_one(conn: Connection, job_id: str, attempt: int, retry: bool, now: datetime) -> bool:
+def _rescued_values(attempt: int, retry: bool, cancel: bool, now: datetime) -> dict[str, object]:
     message = f"the worker running attempt {attempt} stopped renewing its lease"
     values: dict[str, object] = {
-        "status": "queued" if retry else "failed",
         "worker_id": None,
         "lease_expires_at": None,
         "error_type": "LeaseExpired",
-        "error_message": message if retry else f"{message}; no attempts left",
+        "error_message": message,
         "updated_at": now,
         "version": J.version + 1,
     }
     if retry:
-        values["run_after"] = now
+        values.update(status="queued", run_after=now)
+    elif cancel:  # the client was told it would stop: it did
+        values.update(status="cancelled", finished_at=now, error_type="JobCancelled")
+        values["error_message"] = f"cancelled while running; then {message}"
     else:
-        values["finished_at"] = now
+        values.update(
+            status="failed", finished_at=now, error_message=f"{message}; no attempts left"
+        )
+    return values
+
+
+def _rescue_one(conn: Connection, job_id: str, values: dict[str, object], attempt: int) -> bool:
     stmt = (
         job_table.update()
         .where(J.id == job_id, J.status == "running", J.attempt == attempt)

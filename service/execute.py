@@ -192,7 +192,10 @@ class ExecutionHandle:
 
     # -- the monitor's side -----------------------------------------------------------
     def attach(self, connection: duckdb.DuckDBPyConnection | None) -> None:
-        self._connection = connection
+        # Under the lock: once detached, no interrupt can still reach the cursor, which
+        # goes back to a pool for the next job (or is closed).
+        with self._lock:
+            self._connection = connection
 
     @property
     def message(self) -> str | None:
@@ -204,22 +207,21 @@ class ExecutionHandle:
         """(percent, message): the pipeline's own report, else DuckDB's query progress."""
         with self._lock:
             percent, message = self._reported
-        connection = self._connection
-        if connection is not None:
-            try:
-                query = connection.query_progress()
-            except duckdb.Error:
-                query = -1.0
-            if query >= 0 and (percent is None or percent < 100.0):
-                percent = max(percent or 0.0, min(float(query), 100.0))
+            query = _query_progress(self._connection)
+        if query >= 0 and (percent is None or percent < 100.0):
+            percent = max(percent or 0.0, min(query, 100.0))
         return percent, message
 
     def interrupt(self, reason: Reason) -> None:
         if self.reason is None:
             self.reason = reason
-        connection = self._connection
-        if connection is not None:
-            connection.interrupt()
+        with self._lock:
+            if self._connection is None:
+                return
+            try:
+                self._connection.interrupt()
+            except duckdb.Error:  # closed under us by an engine recovery: nothing runs
+                log.debug("job %s: its cursor was already closed", self.job_id)
 
     def check_deadline(self) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -233,6 +235,15 @@ class ExecutionHandle:
         if self.reason == "shutdown":
             return Interrupted("the worker shut down while the job ran; it will run again")
         return JobCancelled("the job was cancelled while running")
+
+
+def _query_progress(connection: duckdb.DuckDBPyConnection | None) -> float:
+    if connection is None:
+        return -1.0
+    try:
+        return float(connection.query_progress())
+    except duckdb.Error:
+        return -1.0
 
 
 def _finite(value: object) -> float:
@@ -264,6 +275,8 @@ def run_pipeline(
             result = pipeline(handle, relation)
             return _write_result(handle, result, result_path)
         except duckdb.InterruptException as exc:
+            if handle.reason is None:  # not ours: the pipeline interrupted itself
+                raise PipelineError(f"the query was interrupted: {_first_line(exc)}") from exc
             raise handle.stop_error() from exc
         except JobError as exc:
             # A pipeline that wraps the interrupt in an error of its own (say a

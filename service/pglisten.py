@@ -64,6 +64,10 @@ class Listener:
                 self.connected.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
                 self._stopping.wait(self.retry_s)
+            except Exception:  # a wake-up's handler failed: this thread must not die
+                self.connected.clear()
+                log.exception("handling a notification failed; listening again")
+                self._stopping.wait(self.retry_s)
 
     def _listen(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:

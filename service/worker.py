@@ -2,10 +2,11 @@
 
 The claimer takes as many due jobs as there are free slots (a few per statement);
 each slot runs one job: execute -> finish. The monitor, every ``progress_interval_s``,
-saves changed progress, enforces timeouts and notices cancel requests; every
-``heartbeat_s`` it renews leases; every ``rescue_interval_s`` it re-queues jobs whose
-worker vanished. ``stop()`` only sets an event: slots stop claiming, running jobs get
-the grace period, then are interrupted and go back to the queue.
+saves changed progress, enforces timeouts and notices cancel requests; a heartbeat
+thread renews leases every ``heartbeat_s``; a housekeeping thread re-queues jobs whose
+worker vanished every ``rescue_interval_s`` (and prunes, when set). ``stop()`` only
+sets an event: slots stop claiming, running jobs get the grace period, then are
+interrupted and go back to the queue.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Outcome:
 
 
 class Worker:
+    join_s = 10.0  # how long stop() waits for each of its threads (a claim in flight)
     # Worker ids alive in this process: a restarted process can get the pid of a dead
     # one, so "same pid" alone does not mean "alive".
     _live_ids: frozenset[str] = frozenset()
@@ -105,9 +107,10 @@ class Worker:
         self._hurry = threading.Event()
         self._slot_free = threading.Condition()
         self._in_flight = 0
+        self._local_failures = 0  # in a row: jobs this machine could not prepare
         self._pool: ThreadPoolExecutor | None = None
         self._claimer: threading.Thread | None = None
-        self._monitor: threading.Thread | None = None
+        self._monitors: list[threading.Thread] = []
         hub.on_cancel(self._on_cancel)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -118,8 +121,12 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fj-job")
         self._claimer = threading.Thread(target=self._claim_loop, name="fj-claim", daemon=True)
         self._claimer.start()
-        self._monitor = threading.Thread(target=self._monitor_loop, name="fj-monitor", daemon=True)
-        self._monitor.start()
+        for name, duties in self._duties().items():
+            thread = threading.Thread(
+                target=self._run_duties, args=(duties,), name=f"fj-{name}", daemon=True
+            )
+            thread.start()
+            self._monitors.append(thread)
 
     def stop(self, grace_s: float) -> None:
         """Stop claiming; give running jobs ``grace_s``; interrupt the rest (re-queued)."""
@@ -128,7 +135,7 @@ class Worker:
         with self._slot_free:
             self._slot_free.notify_all()
         if self._claimer is not None:
-            self._claimer.join(10.0)
+            self._claimer.join(self.join_s)
         if not self._wait_idle(grace_s):
             for running in self._snapshot():
                 running.handle.interrupt("shutdown")
@@ -137,8 +144,8 @@ class Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self._monitor_stop.set()
-        if self._monitor is not None:
-            self._monitor.join(10.0)
+        for thread in self._monitors:
+            thread.join(self.join_s)
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids - {self.id}
 
@@ -183,10 +190,20 @@ class Worker:
                 self.hub.wait_for_work(self.settings.poll_interval_s)
                 continue
             for job in jobs:
-                with self._slot_free:
-                    self._in_flight += 1
-                assert self._pool is not None
-                self._pool.submit(self._run_slot, job)
+                self._hand_out(job)
+
+    def _hand_out(self, job: RowMapping) -> None:
+        """Run the job in a slot. A claim can outlast ``stop()``'s wait for it (the
+        database was slow): a job claimed while stopping goes back to the queue with
+        its attempt refunded, instead of staying ``running`` under a stopped worker."""
+        with self._slot_free:
+            self._in_flight += 1
+        try:
+            if self._stopping.is_set() or self._pool is None:
+                raise RuntimeError("the worker is stopping")
+            self._pool.submit(self._run_slot, job)
+        except RuntimeError:  # also the pool's own "cannot schedule after shutdown"
+            self._run_slot(job, Outcome(finish.requeue, _REFUND | {"message": _NOT_STARTED}))
 
     def _wait_for_free_slot(self) -> int:
         with self._slot_free:
@@ -194,9 +211,14 @@ class Worker:
                 self._slot_free.wait(1.0)
             return 0 if self._stopping.is_set() else self.concurrency - self._in_flight
 
-    def _run_slot(self, job: RowMapping) -> None:
+    def _run_slot(self, job: RowMapping, instead: Outcome | None = None) -> None:
         try:
-            self._process(job)
+            if instead is None:
+                self._process(job)
+            else:
+                self._save(finish.Attempt(job["id"], self.id, job["attempt"]), instead)
+        except Exception:  # an error here would otherwise vanish with the slot's future
+            log.exception("job %s: the worker slot failed", job["id"])
         finally:
             with self._slot_free:
                 self._in_flight -= 1
@@ -218,10 +240,13 @@ class Worker:
 
     def _process(self, job: RowMapping) -> None:
         attempt = finish.Attempt(job["id"], self.id, job["attempt"])
-        workdir = Path(tempfile.mkdtemp(prefix=spool.owned(f"job-{job['id']}-"), dir=self._spool()))
+        workdir: Path | None = None
         outcome = Outcome(finish.fail, {"error_type": "InternalError", "message": "lost"})
         started = time.monotonic()
         try:
+            workdir = Path(
+                tempfile.mkdtemp(prefix=spool.owned(f"job-{job['id']}-"), dir=self._spool())
+            )
             pipeline = self.registry.get(job["pipeline"])
             handle = ExecutionHandle(
                 job_id=job["id"],
@@ -234,6 +259,7 @@ class Worker:
             if job["cancel_requested"]:
                 handle.interrupt("cancel")
             input_path = self._input(job, workdir)
+            self._local_failures = 0
             result = run_pipeline(
                 self.engines,
                 handle,
@@ -246,19 +272,13 @@ class Worker:
             outcome = self._after_error(job, exc)
         except (ServiceUnavailable, SQLAlchemyError) as exc:
             # The database went away mid-job: not the job's fault, so it runs again.
-            outcome = Outcome(
-                finish.requeue,
-                {
-                    "delay_s": 0.0,
-                    "error_type": "Interrupted",
-                    "message": str(exc)[:500],
-                    "refund_attempt": True,
-                },
-            )
+            outcome = Outcome(finish.requeue, _REFUND | {"message": str(exc)[:500]})
         except FramejobsError as exc:
             outcome = Outcome(
                 finish.fail, {"error_type": type(exc).__name__, "message": exc.detail}
             )
+        except OSError as exc:
+            outcome = self._after_local_failure(job["id"], exc)
         except Exception as exc:
             log.exception("job %s: unexpected error", job["id"])
             outcome = Outcome(finish.fail, {"error_type": "InternalError", "message": repr(exc)})
@@ -266,8 +286,19 @@ class Worker:
             with self._lock:
                 self._running.pop(job["id"], None)
             row = self._save(attempt, outcome)
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
             self._count(job["pipeline"], row, time.monotonic() - started)
+
+    def _after_local_failure(self, job_id: str, exc: OSError) -> Outcome:
+        """This machine could not prepare the job (its spool folder is full, gone or
+        read-only): not the job's fault. Back to the queue, attempt refunded, after a
+        pause that grows while the trouble lasts, so that it is not claimed in a loop."""
+        self._local_failures += 1
+        delay = _backoff(self._local_failures, max(self.settings.retry_base_s, 0.1))
+        log.error("job %s: could not prepare its work folder: %s", job_id, exc)
+        message = f"the worker could not prepare the job ({exc.strerror or exc}); it will run again"
+        return Outcome(finish.requeue, _REFUND | {"delay_s": delay, "message": message})
 
     def _count(self, pipeline: str, row: RowMapping | None, seconds: float) -> None:
         if self.metrics is None:
@@ -289,10 +320,7 @@ class Worker:
         if isinstance(exc, JobCancelled):
             return Outcome(finish.cancelled)
         if isinstance(exc, Interrupted):
-            return Outcome(
-                finish.requeue,
-                {"delay_s": 0.0, "error_type": name, "message": message, "refund_attempt": True},
-            )
+            return Outcome(finish.requeue, _REFUND | {"message": message})
         delay = None
         if not isinstance(exc, JobTimeout):
             delay = self.retry.delay(
@@ -363,17 +391,25 @@ class Worker:
         if running is not None:
             running.handle.interrupt("cancel")
 
-    def _monitor_loop(self) -> None:
+    def _duties(self) -> dict[str, list[_Duty]]:
+        """The monitor's duties, by thread. Heartbeats have a thread of their own: a
+        duty that waits (a prune of a million rows, a rescue on a locked row, a slow
+        progress write) must never delay the lease renewals of healthy jobs."""
         settings = self.settings
-        duties = [
-            _Duty("progress", 0.0, lambda: self._tick(self._snapshot())),
-            _Duty("heartbeat", settings.heartbeat_s, lambda: self._heartbeat(self._snapshot())),
-            _Duty("rescue", settings.rescue_interval_s, self._housekeeping),
-        ]
+        housekeeping = [_Duty("rescue", settings.rescue_interval_s, self._housekeeping)]
         if (after_s := settings.prune_after_s) is not None and after_s > 0:
             prune_old = partial(self._prune, after_s)
-            duties.append(_Duty("prune", settings.prune_interval_s, prune_old))
-        while not self._monitor_stop.wait(settings.progress_interval_s):
+            housekeeping.append(_Duty("prune", settings.prune_interval_s, prune_old))
+        return {
+            "monitor": [_Duty("progress", 0.0, lambda: self._tick(self._snapshot()))],
+            "heartbeat": [
+                _Duty("heartbeat", settings.heartbeat_s, lambda: self._heartbeat(self._snapshot()))
+            ],
+            "housekeeping": housekeeping,
+        }
+
+    def _run_duties(self, duties: list[_Duty]) -> None:
+        while not self._monitor_stop.wait(self.settings.progress_interval_s):
             for duty in duties:
                 duty.run_if_due()
 
@@ -454,12 +490,17 @@ class Worker:
                     claiming.running_workers(conn), mine=Worker._live_ids
                 )
             rescued = claiming.rescue(conn, now=utcnow(), dead_workers=dead)
-        if rescued.requeued or rescued.failed:
-            log.info("rescued jobs: requeued=%s failed=%s", rescued.requeued, rescued.failed)
+        if rescued.requeued or rescued.ended:
+            log.info("rescued jobs: requeued=%s ended=%s", rescued.requeued, rescued.ended)
             self.hub.work_available(len(rescued.requeued))
             self.hub.deliveries_due()
-        for job_id in (*rescued.requeued, *rescued.failed):
+        for job_id in (*rescued.requeued, *rescued.ended):
             self.hub.job_changed(job_id)
+
+
+# Back to the queue at once without using up an attempt (the job did nothing wrong).
+_REFUND: dict[str, Any] = {"delay_s": 0.0, "error_type": "Interrupted", "refund_attempt": True}
+_NOT_STARTED = "the worker shut down before the job started; it will run again"
 
 
 class _Unsaved(Exception):

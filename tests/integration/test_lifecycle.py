@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import RowMapping
 
 from service import claim, finish
 from service.api.app import create_app
 from service.config import Settings
 from service.db import make_engine, reading, writing
 from service.decode import StoredFrame
+from service.execute import Engines
+from service.models import job_table
+from service.notify import Hub
+from service.pipelines import load_registry
 from service.store import get_job, utcnow
+from service.worker import Worker
+from tests.conftest import fast_settings
 from tests.support.jobs import submit, wait_status
 from tests.support.waiting import wait_for
 
@@ -142,7 +151,7 @@ def test_rescue_fails_job_without_attempts_left(settings: Settings) -> None:
             time.sleep(0.2)  # let the 0.1 s lease run out (wall clock is the subject here)
             with writing(engine) as conn:
                 rescued = claim.rescue(conn, now=utcnow())
-            assert rescued.failed == [job_id]
+            assert rescued.ended == [job_id]
         finally:
             engine.dispose()
         body = api.get(f"/jobs/{job_id}").json()
@@ -391,3 +400,155 @@ def test_a_stale_local_copy_is_not_trusted(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert wait_status(client, job["id"])["status"] == "completed"
         assert client.get(f"/jobs/{job['id']}/result").json()["rows"][0]["total"] == 2.0
+
+
+def test_rescue_ends_a_job_whose_cancel_was_accepted_cancelled(settings: Settings) -> None:
+    """The client was answered 202 "cancelling": a dead worker must not turn that into
+    a retry (another attempt) or a failure."""
+    with TestClient(create_app(settings, workers=0)) as api:
+        job_id = _insert_running(settings, api, worker="elsewhere:1:x", lease_s=0.1)
+        assert api.post(f"/jobs/{job_id}/cancel").status_code == 202
+        engine = make_engine(settings)
+        try:
+            with writing(engine) as conn:
+                rescued = claim.rescue(conn, now=utcnow() + timedelta(seconds=1))
+        finally:
+            engine.dispose()
+        assert rescued.ended == [job_id] and rescued.requeued == []
+        body = api.get(f"/jobs/{job_id}").json()
+        assert body["status"] == "cancelled" and body["error"]["type"] == "JobCancelled"
+        assert body["attempt"] == 1
+
+
+@pytest.mark.postgres
+def test_rescue_skips_a_row_locked_by_a_save_in_flight(pg_url: str, tmp_path: Path) -> None:
+    """A worker paused in its final save holds its job's row: rescue must pass it by,
+    not wait (waiting stalled every other worker's housekeeping)."""
+    settings = fast_settings(pg_url, tmp_path / "data")
+    with TestClient(create_app(settings, workers=0)) as api:
+        locked = _insert_running(settings, api, worker="elsewhere:1:x", lease_s=0.1)
+        free = _insert_running(settings, api, worker="elsewhere:2:y", lease_s=0.1)
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as saving:
+            saving.execute(job_table.update().where(job_table.c.id == locked).values(version=0))
+            done: list[claim.Rescued] = []
+
+            def rescue() -> None:
+                with writing(engine) as conn:
+                    done.append(claim.rescue(conn, now=utcnow() + timedelta(seconds=1)))
+
+            rescuer = threading.Thread(target=rescue, daemon=True)
+            rescuer.start()
+            rescuer.join(10)
+            alive = rescuer.is_alive()
+            saving.rollback()
+        rescuer.join(10)
+        assert not alive, "rescue waited for the locked row"
+        assert done[0].requeued == [free]
+    finally:
+        engine.dispose()
+
+
+def test_heartbeats_go_on_while_housekeeping_is_stuck(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune of many rows (or any slow housekeeping) must not hold up lease renewals:
+    the job's lease would run out while its worker is healthy."""
+    stuck, release = threading.Event(), threading.Event()
+
+    def slow_housekeeping(worker: object) -> None:
+        stuck.set()
+        release.wait(30)
+
+    monkeypatch.setattr("service.worker.Worker._housekeeping", slow_housekeeping)
+    try:
+        with TestClient(create_app(settings)) as client:
+            job = submit(client, "sleepy", params={"seconds": 60})
+            wait_status(client, job["id"], "running")
+            assert stuck.wait(10)
+            first = _lease(settings, job["id"])
+            wait_for(
+                lambda: _lease(settings, job["id"]) > first + timedelta(seconds=1),
+                timeout=settings.lease_s * 2,
+                what="a renewed lease",
+            )
+            release.set()
+            assert client.post(f"/jobs/{job['id']}/cancel").status_code == 202
+            assert wait_status(client, job["id"])["status"] == "cancelled"
+    finally:
+        release.set()
+
+
+def _lease(settings: Settings, job_id: str) -> datetime:
+    engine = make_engine(settings)
+    try:
+        with reading(engine) as conn:
+            row = get_job(conn, job_id)
+    finally:
+        engine.dispose()
+    assert row is not None
+    return row["lease_expires_at"]  # type: ignore[no-any-return]
+
+
+def test_a_claim_that_outlasts_stop_gives_its_job_back(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claimer waits for a writer of another process; stop() stops waiting for it
+    and shuts the slots down; the claim then commits. Its job must go back to the
+    queue with its attempt refunded, not stay `running` under a stopped worker."""
+    settings = fast_settings(sqlite_url, tmp_path / "data", rescue_interval_s=3600)
+    monkeypatch.setattr(Worker, "join_s", 0.2)
+    with TestClient(create_app(settings, workers=0)) as api:
+        due = utcnow() + timedelta(seconds=1)
+        job = submit(api, "sleepy", params={"seconds": 0.01}, run_after=due.isoformat())
+    engine, engines = make_engine(settings), Engines(settings, job_slots=1)
+    worker = Worker(
+        engine=engine,
+        settings=settings,
+        registry=load_registry(settings),
+        engines=engines,
+        hub=Hub(),
+        concurrency=1,
+    )
+    worker.start()
+    other = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing: the next claim waits
+        wait_for(lambda: utcnow() > due, what="the job to be due")
+        worker.stop(grace_s=0.1)
+        other.execute("COMMIT")
+        row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
+    finally:
+        other.close()
+        engines.close()
+        engine.dispose()
+    assert row["attempt"] == 0 and row["worker_id"] is None
+
+
+def _queued_again(settings: Settings, job_id: str) -> RowMapping | None:
+    engine = make_engine(settings)
+    try:
+        with reading(engine) as conn:
+            row = get_job(conn, job_id)
+    finally:
+        engine.dispose()
+    return row if row is not None and row["status"] == "queued" and row["error_type"] else None
+
+
+def test_a_job_the_machine_cannot_prepare_goes_back_to_the_queue(settings: Settings) -> None:
+    """A spool folder that cannot be written (full disk, removed, read-only): the job
+    must not sit `running` until its lease runs out and then lose an attempt."""
+    with TestClient(create_app(settings, workers=0)) as api:
+        due = utcnow() + timedelta(seconds=1)
+        job = submit(api, "sleepy", params={"seconds": 0.01}, run_after=due.isoformat())
+    with TestClient(create_app(settings)) as client:
+        shutil.rmtree(settings.spool_dir)
+        settings.spool_dir.write_text("a file where the spool folder should be")
+        queued = wait_for(
+            lambda: _queued_again(settings, job["id"]), timeout=10, what="the job given back"
+        )
+        assert queued["attempt"] == 0
+        assert "could not prepare the job" in queued["error_message"]
+        settings.spool_dir.unlink()
+        assert wait_status(client, job["id"])["status"] == "completed"

@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.db import CHANNEL
-from service.pglisten import conninfo, route
+from service.pglisten import Listener, conninfo, route
 from tests.conftest import fast_settings
 from tests.support.jobs import submit, wait_status
+from tests.support.waiting import wait_for
 
 
 class RecordingHub:
@@ -80,3 +81,32 @@ def test_only_a_job_with_a_webhook_notifies_the_dispatchers(pg_url: str, tmp_pat
     for payload in payloads:
         route(hub, payload)  # type: ignore[arg-type]
     assert hub.woken("deliveries_due") == 1
+
+
+class FailingOnceHub(RecordingHub):
+    """A hub whose first cancel wake-up fails, as a cancel of a closed cursor did."""
+
+    def cancel_requested(self, job_id: str) -> None:
+        super().cancel_requested(job_id)
+        if self.woken("cancel_requested") == 1:
+            raise RuntimeError("the cursor was already closed")
+
+    def wake_all(self) -> None:
+        self.calls.append(("wake_all", None))
+
+
+def test_the_listener_outlives_a_failing_wake_up(pg_url: str) -> None:
+    hub = FailingOnceHub()
+    listener = Listener(pg_url, hub, retry_s=0.05)  # type: ignore[arg-type]
+    listener.start()
+    try:
+        with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+            wait_for(listener.connected.is_set, timeout=10, what="LISTEN")
+            conn.execute(f"NOTIFY {CHANNEL}, 'cancel:j1:running'")
+            wait_for(lambda: hub.woken("cancel_requested"), what="the failing wake-up")
+            wait_for(listener.connected.is_set, timeout=10, what="LISTEN again")
+            conn.execute(f"NOTIFY {CHANNEL}, 'cancel:j2:running'")
+            wait_for(lambda: hub.woken("cancel_requested") == 2, what="the next wake-up")
+    finally:
+        listener.stop()
+    assert ("cancel_requested", "j2") in hub.calls

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -141,5 +142,73 @@ def test_a_temp_directory_is_used_and_the_sandbox_still_reads_no_files(tmp_path:
             cursor.sql("select * from read_csv('/etc/passwd')").fetchall()
         with engines.job_cursor(True) as cursor, pytest.raises(duckdb.Error):
             cursor.execute("set enable_external_access = true")
+    finally:
+        engines.close()
+
+
+class _SlowToInterrupt:
+    """A cursor whose interrupt() takes its time, to hold a canceller mid-call."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def interrupt(self) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        self.calls.append("interrupted")
+
+
+def test_a_cursor_is_detached_only_after_an_interrupt_in_flight_is_done() -> None:
+    """A cancel that read the cursor must finish with it before the job detaches it:
+    the cursor then goes back to a pool and the next job must not be interrupted."""
+    handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
+    cursor = _SlowToInterrupt()
+    handle.attach(cursor)  # type: ignore[arg-type]
+    cancel = threading.Thread(target=handle.interrupt, args=("cancel",))
+    cancel.start()
+    assert cursor.entered.wait(10)
+    detach = threading.Thread(target=lambda: (handle.attach(None), cursor.calls.append("detached")))
+    detach.start()
+    detach.join(0.5)  # without the lock it is done at once; with it, it waits for the cancel
+    cursor.release.set()
+    for thread in (cancel, detach):
+        thread.join(10)
+    assert cursor.calls == ["interrupted", "detached"]
+
+
+def test_interrupting_a_closed_cursor_is_not_an_error() -> None:
+    """An engine recovery can close a running job's cursor; a cancel then must not fail
+    (it was a 500 on the API and ended the LISTEN thread)."""
+    database = duckdb.connect()
+    cursor = database.cursor()
+    handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
+    handle.attach(cursor)
+    cursor.close()
+    handle.interrupt("cancel")
+    assert handle.reason == "cancel"
+    assert handle.snapshot() == (None, None)
+    database.close()
+
+
+def test_an_interrupt_the_service_did_not_send_is_a_pipeline_error(tmp_path: Path) -> None:
+    """Only the service's own stops end a job cancelled, failed by timeout or requeued."""
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "input.parquet")
+
+    def self_interrupting(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    try:
+        handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
+        with pytest.raises(PipelineError, match="interrupted"):
+            run_pipeline(
+                engines,
+                handle,
+                Pipeline("self_interrupting", self_interrupting),
+                input_path=tmp_path / "input.parquet",
+                result_path=tmp_path / "result.parquet",
+            )
     finally:
         engines.close()
