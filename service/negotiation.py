@@ -1,10 +1,12 @@
 """Which result format a request asks for: ``?format=``, else its ``Accept`` header
 (RFC 9110 section 12.5.1), else JSON.
 
-Media ranges are ranked by quality (ties keep the client's order). A range with
-``q=0`` refuses that type, also when a wildcard later in the header would admit it;
-a wildcard picks the first format it covers that is not refused. A malformed or
-out-of-range ``q`` makes its range count as refused rather than preferred.
+Each format takes its quality from the most specific media range that matches it
+(``text/csv`` before ``text/*`` before ``*/*``), so ``application/json;q=0.1, */*``
+prefers the other formats and ``q=0`` on a type refuses it whatever a wildcard says.
+The highest quality wins; ties go to the range the client listed first, then to
+the order of MEDIA_TYPES. A malformed or out-of-range ``q`` counts as refused rather
+than preferred; empty list elements are ignored.
 """
 
 from __future__ import annotations
@@ -43,20 +45,44 @@ def negotiate(accept: str | None, fmt: str | None) -> str:
         if fmt not in MEDIA_TYPES:
             raise NotAcceptable(f"format must be one of {sorted(MEDIA_TYPES)}, not {fmt!r}")
         return fmt
-    if not accept or not accept.strip():
+    ranges = list(_parse_accept(accept or ""))
+    if not ranges:
         return "json"
-    ranges = list(_parse_accept(accept))
-    refused = {_BY_MEDIA[m] for m, q in ranges if q == 0 and m in _BY_MEDIA}
-    for media, quality in sorted(ranges, key=lambda item: -item[1]):
-        if quality == 0:
-            continue
-        offered = (_BY_MEDIA[media],) if media in _BY_MEDIA else _WILDCARDS.get(media, ())
-        for name in offered:
-            if name not in refused:
-                return name
+    # (-quality, position in the header, our preference, name): the smallest wins
+    ranked = [
+        (-q, at, i, name)
+        for i, name in enumerate(MEDIA_TYPES)
+        for q, at in [_quality(name, ranges)]
+    ]
+    negative_quality, *_, name = min(ranked)
+    if negative_quality < 0:
+        return name
     raise NotAcceptable(
         f"cannot produce any of {accept!r}; offer one of {sorted(MEDIA_TYPES.values())}"
     )
+
+
+def _quality(name: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    """(quality, position in the header) of the most specific range matching ``name``;
+    (0, 0) when none does."""
+    best: tuple[int, float, int] | None = None  # (specificity, quality, position)
+    for position, (media, quality) in enumerate(ranges):
+        specificity = _specificity(media, name)
+        if specificity < 0:
+            continue
+        if best is None or (specificity, quality) > best[:2]:
+            best = (specificity, quality, position)
+    return (best[1], best[2]) if best is not None else (0.0, 0)
+
+
+def _specificity(media: str, name: str) -> int:
+    """2 for the format's own type (or an alias), 1 for ``type/*``, 0 for ``*/*``;
+    -1 when the range does not cover the format."""
+    if _BY_MEDIA.get(media) == name:
+        return 2
+    if name in _WILDCARDS.get(media, ()):
+        return 1 if media != "*/*" else 0
+    return -1
 
 
 def _parse_accept(accept: str) -> Iterator[tuple[str, float]]:

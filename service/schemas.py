@@ -34,12 +34,25 @@ class JobSpec(BaseModel):
     pipeline: str = Field(min_length=1, max_length=200)
     params: dict[str, Any] | None = None
     frame: Any = Field(default=None, description='{"columns": {...}} or {"rows": [...]}')
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    # Strict: `true` is no number of attempts, "3" no integer, NaN no timeout.
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, strict=True, description="Higher runs first."
+    )
     run_after: AwareDatetime | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    max_attempts: int | None = Field(default=None, ge=1, le=100, strict=True)
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, strict=True, allow_inf_nan=False
+    )
     validation: Literal["strict", "coerce"] | None = None
     webhook: WebhookSpec | None = None
+
+    @field_validator("run_after", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: object) -> object:
+        """ISO 8601 text only: pydantic would read a bare number as Unix seconds."""
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("run_after is a date-time with a time zone, as text")
+        return value
 
     @field_validator("run_after")
     @classmethod

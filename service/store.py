@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,18 +112,20 @@ def decode_page_token(token: str) -> str:
 def list_jobs(
     conn: Connection,
     *,
-    status: str | None,
-    pipeline: str | None,
+    status: Collection[str] | None,
+    pipeline: Collection[str] | None,
     page_size: int,
     before_id: str | None,
 ) -> tuple[list[RowMapping], str | None]:
-    """Newest first, keyset paging on the time-sortable id."""
+    """Newest first, keyset paging on the time-sortable id; a job matches when its
+    status is one of ``status`` and its pipeline one of ``pipeline`` (when given)."""
     query = sa.select(job_table).order_by(J.id.desc()).limit(page_size + 1)
     if status:
-        query = query.where(J.status == status)
+        query = query.where(J.status.in_(sorted(set(status))))
     if pipeline:
         # no pipeline name holds NUL, which PostgreSQL cannot compare
-        query = query.where(J.pipeline == pipeline if "\x00" not in pipeline else sa.false())
+        names = sorted({name for name in pipeline if "\x00" not in name})
+        query = query.where(J.pipeline.in_(names) if names else sa.false())
     if before_id:
         query = query.where(J.id < before_id)
     rows = list(conn.execute(query).mappings())

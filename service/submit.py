@@ -83,7 +83,9 @@ def submit(
         if pipeline.check_params is not None:
             _check_once(services, pipeline, params, stored)
         # Ids sort by time: taken only now, after a large frame took its time to
-        # convert, so that job lists (newest first, keyset paging) follow commit order.
+        # convert, so that job lists (newest first) come close to the order of commits.
+        # Not exactly: copying a large payload into the database still takes time, and
+        # on PostgreSQL a later, smaller submit can commit first (docs/api.md, Listing).
         job_id = new_id()
         values = _job_values(services.settings, pipeline, spec, stored, job_id)
         values.update(idempotency_key=idempotency_key, request_hash=request_hash)

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import jobs, meta, problems, webhooks
+from service.api import jobs, meta, openapi, problems, webhooks
 from service.api.feeds import Feeds
 from service.api.methods import HeadAsGet
 from service.config import Settings
@@ -70,4 +70,5 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(meta.router)
+    openapi.install(app)
     return app

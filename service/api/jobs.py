@@ -95,7 +95,7 @@ async def read_job(services: Services, job_id: str) -> RowMapping:
 async def submit_job(
     request: Request,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200, pattern=r"\S")] = None,
 ) -> Response:
     settings = services.settings
     parsed = await read_submit(
@@ -126,8 +126,9 @@ async def submit_job(
 @router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
 def list_jobs(
     services: ServicesDep,
-    status: Status | None = None,
-    pipeline: str | None = None,
+    # Repeated, they are alternatives: ?status=queued&status=running
+    status: Annotated[list[Status] | None, Query()] = None,
+    pipeline: Annotated[list[str] | None, Query()] = None,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: str | None = None,
 ) -> Response:
@@ -148,16 +149,23 @@ async def get_job(
     request: Request,
     services: ServicesDep,
     if_none_match: Annotated[str | None, Header()] = None,
-    wait: Annotated[float | None, Query(ge=0, le=300)] = None,
+    wait: Annotated[float | None, Query(ge=0, le=300, allow_inf_nan=False)] = None,
 ) -> Response:
     row = await read_job(services, job_id)
-    known = if_none_match.strip() if if_none_match else None
-    if wait and row["status"] not in TERMINAL and (known is None or known == etag(row)):
+    seen = if_none_match is None or not_modified(if_none_match, row)
+    if wait and row["status"] not in TERMINAL and seen:
         wait = min(wait, services.settings.long_poll_max_s)
         row = await _wait_for_change(request.app.state.feeds, services, row, wait)
-    if known is not None and known == etag(row):
+    if if_none_match is not None and not_modified(if_none_match, row):
         return Response(status_code=304, headers={"ETag": etag(row)})
     return job_response(row)
+
+
+def not_modified(if_none_match: str, row: RowMapping) -> bool:
+    """RFC 9110 section 13.1.2: a list of entity tags, or ``*``, compared weakly (a
+    proxy that compresses may have turned our tag into ``W/"7"``)."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag(row) in tags
 
 
 async def _wait_for_change(

@@ -28,6 +28,22 @@ def test_etag_and_304(client: TestClient) -> None:
     assert done["status"] == "completed"
 
 
+def test_if_none_match_takes_lists_weak_tags_and_a_star(api_only: TestClient) -> None:
+    """RFC 9110 13.1.2: a compressing proxy sends W/"7"; a cache sends every tag it
+    holds. A miss answered 200 made the documented long-poll loop spin."""
+    job = submit(api_only, "billing_rollup", FRAME)
+    tag = api_only.get(f"/jobs/{job['id']}").headers["etag"]
+    for sent in (f"W/{tag}", f'"999", {tag}', f'W/"999" , W/{tag}', "*"):
+        again = api_only.get(f"/jobs/{job['id']}", headers={"If-None-Match": sent})
+        assert again.status_code == 304 and again.headers["etag"] == tag, sent
+    for sent in ('"999"', 'W/"999", "998"', tag.strip('"')):
+        assert (
+            api_only.get(f"/jobs/{job['id']}", headers={"If-None-Match": sent}).status_code == 200
+        )
+    waited = api_only.get(f"/jobs/{job['id']}?wait=0.3", headers={"If-None-Match": f"W/{tag}"})
+    assert waited.status_code == 304
+
+
 def test_retry_after_while_not_terminal(api_only: TestClient) -> None:
     job = submit(api_only, "billing_rollup", FRAME)
     assert api_only.get(f"/jobs/{job['id']}").headers["retry-after"] == "1"
@@ -243,7 +259,13 @@ def test_list_filters_and_keyset_paging(api_only: TestClient) -> None:
     assert {j["id"] for j in sql_only} == set(ids[5:])
     cancelled = api_only.get("/jobs?status=cancelled").json()["items"]
     assert [j["id"] for j in cancelled] == [ids[0]]
-    assert api_only.get("/jobs?status=bogus").status_code == 422
+    # repeated filters are alternatives (only the last one counted before)
+    either = api_only.get("/jobs?status=cancelled&status=queued&page_size=500").json()["items"]
+    assert {j["id"] for j in either} == set(ids)
+    both = api_only.get("/jobs?pipeline=sql&pipeline=billing_rollup&status=cancelled").json()
+    assert [j["id"] for j in both["items"]] == [ids[0]]
+    bogus = api_only.get("/jobs?status=queued&status=bogus")
+    assert bogus.status_code == 422 and bogus.json()["errors"][0]["field"] == "query.status.1"
     assert api_only.get("/jobs?page_token=%%%").status_code == 422
 
 

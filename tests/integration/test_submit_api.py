@@ -212,6 +212,36 @@ def test_params_are_validated(api_only: TestClient) -> None:
     assert problem(api_only.post("/jobs", json=body), 422)["errors"][0]["field"] == "querry"
 
 
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("max_attempts", "true"),
+        ("max_attempts", '"3"'),
+        ("max_attempts", "3.0"),
+        ("priority", "false"),
+        ("timeout_s", "true"),
+        ("timeout_s", "NaN"),
+        ("timeout_s", "Infinity"),
+        ("run_after", "1700000000"),
+    ],
+)
+def test_spec_fields_take_their_documented_types_only(
+    api_only: TestClient, field: str, raw: str
+) -> None:
+    """Lax parsing read `true` as 1 attempt, "3" as 3 and a number as Unix seconds."""
+    frame = json.dumps(BILLING)
+    body = f'{{"pipeline": "billing_rollup", "frame": {frame}, "{field}": {raw}}}'
+    response = api_only.post("/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert problem(response, 422)["errors"][0]["field"] == field
+
+
+def test_a_long_poll_wait_must_be_a_finite_number(api_only: TestClient) -> None:
+    job = submit(api_only, "billing_rollup", BILLING)
+    for wait in ("nan", "inf"):
+        refused = problem(api_only.get(f"/jobs/{job['id']}?wait={wait}"), 422)
+        assert "finite" in refused["detail"]
+
+
 def test_the_pipeline_gets_the_params_submit_validated(client: TestClient) -> None:
     """Aliases and validators that change values apply once, as at submit."""
     job = submit(client, "echo_params", {"columns": {"a": [1]}}, params={"maxRows": 7, "n": 3})
@@ -236,6 +266,16 @@ def test_idempotency_key(api_only: TestClient) -> None:
     other = dict(body, priority=5)
     problem(api_only.post("/jobs", json=other, headers={"Idempotency-Key": "k1"}), 422)
     assert len(api_only.get("/jobs").json()["items"]) == 1
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_idempotency_key_is_refused(api_only: TestClient, key: str) -> None:
+    """An empty key was stored as a key: every later empty-key submit was a 500."""
+    body = {"pipeline": "billing_rollup", "frame": BILLING}
+    for _ in range(2):
+        refused = problem(api_only.post("/jobs", json=body, headers={"Idempotency-Key": key}), 422)
+        assert refused["errors"][0]["field"] == "header.idempotency-key"
+    assert api_only.get("/jobs").json()["items"] == []
 
 
 def test_multipart_idempotency_covers_the_file(api_only: TestClient) -> None:

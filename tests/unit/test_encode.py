@@ -49,6 +49,12 @@ from service.negotiation import negotiate
         ("text/csv;q=2, application/json;q=0.5", None, "json"),  # q above 1 is invalid
         ("text/csv;q=inf, application/json;q=0.5", None, "json"),
         ("text/csv; q = 0.500, application/json;q=0.4", None, "csv"),
+        # the most specific range sets a type's quality (RFC 9110 12.5.1)
+        ("application/json;q=0.1, */*;q=0.5", None, "ndjson"),
+        ("application/*;q=0.9, application/json;q=0.1", None, "ndjson"),
+        ("text/*;q=0.2, */*;q=0.9", None, "json"),
+        ("*/*;q=0.9, text/*;q=0.2, text/csv", None, "csv"),
+        (", ,", None, "json"),  # only empty elements: as if there were no Accept
     ],
 )
 def test_negotiate(accept: str | None, fmt: str | None, expected: str) -> None:
