@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -88,40 +89,63 @@ class Dispatcher:
             return self._capacity - self._in_flight
 
     def _claim(self, limit: int) -> list[RowMapping]:
-        # long enough for one POST; a dispatcher that died mid-send frees it by expiry
-        hold = self.settings.webhook_timeout_s * 2 + 5
         try:
             with writing(self.engine) as conn:
                 return deliveries.claim_due(
-                    conn, dispatcher=self.id, now=utcnow(), hold_s=hold, limit=limit
+                    conn, dispatcher=self.id, now=utcnow(), hold_s=self._hold_s, limit=limit
                 )
         except (SQLAlchemyError, ServiceUnavailable):
             log.warning("claiming webhook deliveries failed; will retry", exc_info=True)
             self._stopping.wait(self.settings.webhook_poll_interval_s)
             return []
 
+    @property
+    def _hold_s(self) -> float:
+        """A claim lasts long enough for one POST and recording it; a dispatcher that
+        died mid-send frees it by expiry."""
+        return self.settings.webhook_timeout_s * 2 + 5
+
     def _deliver(self, delivery: RowMapping) -> None:
+        claimed = time.monotonic()
         at = utcnow()
         try:
-            headers = self.signer.headers(delivery["id"], at, delivery["payload"])
-            result = self.sender.send(delivery["url"], headers, delivery["payload"])
-            self._record(delivery, result, self._decide(delivery, result), at)
-        except Exception as exc:
-            log.exception("delivery %s: unexpected error", delivery["id"])
-            self._record_failure(delivery, exc, at)
+            result = self._send(delivery, at)
+            self._save(delivery, result, at, until=claimed + self._hold_s)
         finally:
             with self._lock:
                 self._in_flight -= 1
             self.hub.deliveries_due()
 
-    def _record_failure(self, delivery: RowMapping, exc: Exception, at: datetime) -> None:
-        """Count it as a failed attempt, so that the retry schedule runs its course
-        instead of the same error coming back each time the claim expires."""
-        result = SendResult(None, None, f"internal error: {type(exc).__name__}: {exc}"[:500], 0.0)
+    def _send(self, delivery: RowMapping, at: datetime) -> SendResult:
+        """The receiver's answer; an error of ours before or during the send counts as
+        a failed attempt, so that the retry schedule runs its course instead of the
+        same error coming back each time the claim expires."""
         try:
-            self._record(delivery, result, self._decide(delivery, result), at)
-        except Exception:
-            log.exception("delivery %s: the failed attempt could not be recorded", delivery["id"])
+            headers = self.signer.headers(delivery["id"], at, delivery["payload"])
+            return self.sender.send(delivery["url"], headers, delivery["payload"])
+        except Exception as exc:
+            log.exception("delivery %s: unexpected error", delivery["id"])
+            return SendResult(None, None, f"internal error: {type(exc).__name__}: {exc}"[:500], 0.0)
+
+    def _save(self, delivery: RowMapping, result: SendResult, at: datetime, until: float) -> None:
+        """Record what the receiver answered, retrying through brief database trouble
+        while the claim holds. Recording it as a failure instead would send a delivered
+        event again, or end it `failed`; if it cannot be recorded at all, the claim
+        expires and the event is sent again (at least once, as documented)."""
+        decision = self._decide(delivery, result)
+        while True:
+            try:
+                self._record(delivery, result, decision, at)
+                return
+            except (SQLAlchemyError, ServiceUnavailable):
+                if time.monotonic() + 0.5 > until or self._stopping.is_set():
+                    log.exception("delivery %s: the attempt could not be recorded", delivery["id"])
+                    return
+                log.warning("delivery %s: recording the attempt failed; retrying", delivery["id"])
+                time.sleep(0.5)
+            except Exception:
+                log.exception("delivery %s: the attempt could not be recorded", delivery["id"])
+                return
 
     def _decide(self, delivery: RowMapping, result: SendResult) -> Decision:
         if result.ok:

@@ -46,6 +46,8 @@ def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:
                 conn.execute(
                     sa.select(J.id)
                     .where(J.status.in_(sorted(TERMINAL)), J.finished_at < before)
+                    # a webhook still being retried keeps its job (and its event)
+                    .where(sa.or_(J.webhook_state.is_(None), J.webhook_state != "pending"))
                     .order_by(J.finished_at)
                     .limit(batch)
                 )

@@ -136,6 +136,9 @@ def list_jobs(
 
 def delete_job(conn: Connection, job_id: str) -> None:
     deliveries = sa.select(delivery_table.c.id).where(delivery_table.c.job_id == job_id)
+    # Lock the deliveries first: a dispatcher recording an attempt meanwhile would
+    # otherwise add its attempt row between the two DELETEs, left with no delivery.
+    conn.execute(deliveries.with_for_update()).all()
     conn.execute(attempt_table.delete().where(attempt_table.c.delivery_id.in_(deliveries)))
     conn.execute(delivery_table.delete().where(delivery_table.c.job_id == job_id))
     conn.execute(payload_table.delete().where(payload_table.c.job_id == job_id))

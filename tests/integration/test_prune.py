@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
+import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from service import deliveries, store
 from service.api.app import create_app
 from service.config import Settings
-from service.db import make_engine, reading
-from service.models import event_table, job_table, payload_table
+from service.db import make_engine, reading, writing
+from service.deliveries import Decision
+from service.models import attempt_table, delivery_table, event_table, job_table, payload_table
 from service.prune import parse_age, prune
 from service.store import utcnow
+from service.webhooks import SendResult
+from tests.conftest import fast_settings
 from tests.support.jobs import submit, wait_status
 
 FRAME = {"columns": {"userId": [1], "amount": [1.0]}}
+HOOK = "http://127.0.0.1:9/hook"  # never sent to: dispatch is off in these tests
 
 
 def _count(engine: sa.Engine, table: sa.Table) -> int:
@@ -66,3 +75,84 @@ def test_parse_age(text: str, seconds: int) -> None:
 def test_parse_age_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_age(text)
+
+
+def _webhook_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "webhook_allow_networks": [ipaddress.ip_network("127.0.0.0/8")],
+            "webhook_dispatch": False,  # deliveries stay pending: nothing sends them
+        }
+    )
+
+
+def test_prune_keeps_a_job_whose_webhook_is_still_retried(settings: Settings) -> None:
+    """Its delivery (and the event it carries) would be lost with it."""
+    hooked = _webhook_settings(settings)
+    with TestClient(create_app(hooked)) as client:
+        plain = submit(client, "billing_rollup", FRAME)["id"]
+        pending = submit(client, "billing_rollup", FRAME, webhook={"url": HOOK})["id"]
+        for job_id in (plain, pending):
+            wait_status(client, job_id)
+        engine = make_engine(hooked)
+        try:
+            assert prune(engine, before=utcnow() + timedelta(seconds=1)) == 1
+        finally:
+            engine.dispose()
+        assert client.get(f"/jobs/{plain}").status_code == 404
+        assert client.get(f"/jobs/{pending}").json()["webhook"]["state"] == "pending"
+
+
+@pytest.mark.postgres
+def test_deleting_a_job_while_its_attempt_is_recorded_leaves_no_attempt_behind(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL, read committed: an attempt recorded between the delete of the
+    attempts and the delete of the deliveries outlived its job (with the receiver's
+    answer in it)."""
+    settings = _webhook_settings(fast_settings(pg_url, tmp_path / "data"))
+    with TestClient(create_app(settings)) as client:
+        job_id = submit(client, "billing_rollup", FRAME, webhook={"url": HOOK})["id"]
+        wait_status(client, job_id)
+    engine = make_engine(settings)
+    try:
+        with writing(engine) as conn:
+            (delivery,) = deliveries.claim_due(
+                conn, dispatcher="d1", now=utcnow(), hold_s=60, limit=1
+            )
+        paused, resume = threading.Event(), threading.Event()
+
+        def pause_after_attempts(conn, cursor, statement: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("DELETE FROM WEBHOOK_ATTEMPT"):
+                paused.set()
+                resume.wait(10)
+
+        def delete() -> None:
+            with writing(engine) as conn:
+                event.listen(conn, "after_cursor_execute", pause_after_attempts)
+                store.delete_job(conn, job_id)
+
+        def record() -> None:
+            with writing(engine) as conn:
+                deliveries.record_attempt(
+                    conn,
+                    delivery,
+                    dispatcher="d1",
+                    at=utcnow(),
+                    result=SendResult(200, "secret answer", None, 1.0),
+                    decision=Decision("delivered", None),
+                )
+
+        deleter = threading.Thread(target=delete, daemon=True)
+        deleter.start()
+        assert paused.wait(10)
+        recorder = threading.Thread(target=record, daemon=True)
+        recorder.start()
+        recorder.join(1.0)  # without the lock it commits now; with it, it waits
+        resume.set()
+        deleter.join(10)
+        recorder.join(10)
+        assert _count(engine, delivery_table) == 0
+        assert _count(engine, attempt_table) == 0
+    finally:
+        engine.dispose()

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from standardwebhooks import Webhook
 
 from service.api.app import create_app
@@ -297,3 +300,28 @@ def test_an_attempt_ends_at_its_timeout_even_if_bytes_keep_coming(
     assert second["status_code"] == 200
     assert len(receiver.received) == 2
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+
+
+def test_a_delivered_event_whose_record_fails_once_is_still_delivered_once(
+    hooked: TestClient, receiver: Receiver
+) -> None:
+    """The receiver said 200, then saving that attempt hit a database error: it was
+    recorded as a failed attempt, so the event was sent again or ended `failed`."""
+    failed: list[str] = []
+
+    def fail_first_record(conn, cursor, statement: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_ATTEMPT") and not failed:
+            failed.append(statement)
+            raise OperationalError(statement, None, Exception("injected: database busy"))
+
+    event.listen(Engine, "before_cursor_execute", fail_first_record)
+    try:
+        job = submit(hooked, "billing_rollup", FRAME, webhook={"url": receiver.url})
+        final = _settled(hooked, job["id"], "delivered")
+    finally:
+        event.remove(Engine, "before_cursor_execute", fail_first_record)
+    assert failed, "the injected failure never happened"
+    assert len(receiver.received) == 1
+    assert final["webhook"]["attempts"] == 1
+    (delivery,) = _deliveries(hooked, job["id"])
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [200]
