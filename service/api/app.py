@@ -66,6 +66,7 @@ def create_app(
         redirect_slashes=False,
     )
     problems.install(app)
+    app.add_exception_handler(jobs.AllSeen, jobs.all_seen)
     app.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
     app.include_router(jobs.router)
     app.include_router(webhooks.router)

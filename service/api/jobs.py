@@ -198,13 +198,31 @@ def _event_cursor(last_event_id: str | None) -> int:
     return 0
 
 
-def _existing_job(job_id: str, services: ServicesDep) -> str:
-    """Checked before an event stream starts, so a missing job is a 404, not an empty stream."""
-    _read_job(services, job_id)
+class AllSeen(Exception):
+    """The client has every event of a finished job: answered 204, which tells a
+    browser's EventSource to stop reconnecting (WHATWG HTML, server-sent events)."""
+
+
+def all_seen(_: Request, __: Exception) -> Response:
+    return Response(status_code=204)
+
+
+def _stream_start(
+    job_id: str,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> str:
+    """Checked before an event stream starts: a missing job is a 404, not an empty
+    stream; a finished job whose last event the client has is a 204. An EventSource
+    reconnects whenever a stream ends, so an empty 200 had it reconnect forever."""
+    row = _read_job(services, job_id)
+    cursor = _event_cursor(last_event_id)
+    if cursor and row["status"] in TERMINAL and not _changes(services, job_id, cursor)[0]:
+        raise AllSeen
     return job_id
 
 
-ExistingJob = Annotated[str, Depends(_existing_job)]
+StreamedJob = Annotated[str, Depends(_stream_start)]
 
 
 @router.get(
@@ -213,7 +231,7 @@ ExistingJob = Annotated[str, Depends(_existing_job)]
     summary="Status and progress as server-sent events; Last-Event-ID resumes",
 )
 async def job_events(
-    job_id: ExistingJob,
+    job_id: StreamedJob,
     request: Request,
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header()] = None,

@@ -39,6 +39,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 _WHY = {
+    204: "The job has finished and the client has its last event: stop reconnecting",
     304: "Not modified: the job's ETag matches If-None-Match",
     404: "No such job (or pipeline, for a submit)",
     406: "None of the accepted media types can be produced",
@@ -53,7 +54,7 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/jobs"): (404, 413, 415),
     ("get", "/jobs/{job_id}"): (304, 404),
     ("delete", "/jobs/{job_id}"): (404, 409),
-    ("get", "/jobs/{job_id}/events"): (404,),
+    ("get", "/jobs/{job_id}/events"): (204, 404),
     ("get", "/jobs/{job_id}/result"): (404, 406, 409),
     ("post", "/jobs/{job_id}/cancel"): (404, 409),
     ("get", "/jobs/{job_id}/webhook-deliveries"): (404,),

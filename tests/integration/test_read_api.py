@@ -110,7 +110,11 @@ def test_event_stream_and_resume(client: TestClient) -> None:
         "running",
         "cancelled",
     ]
-    assert _events(client, job["id"], last=events[-1]["id"]) == []
+    # an EventSource reconnects whenever a stream ends: once it has everything, 204
+    # tells it to stop (an empty 200 had it reconnect forever)
+    for seen in (events[-1]["id"], "999999"):
+        done = client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": seen})
+        assert done.status_code == 204 and done.content == b""
 
 
 def test_events_for_unknown_job_is_404(client: TestClient) -> None:
