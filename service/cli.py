@@ -35,7 +35,8 @@ from service.store import utcnow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 log = logging.getLogger("framejobs")
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: closing the terminal of a foreground `framejobs serve` sends it.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @app.command()
@@ -61,6 +62,7 @@ def serve(
     configure_logging(settings.log_level)
     # Listen first: a port that is taken must stop the start before any job is claimed.
     listener = _listen(host, port)
+    early = _EarlySignals()
     with _fatal("cannot start"):
         runtime = Runtime.start(
             settings,
@@ -78,7 +80,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    _CleanExitServer(config, runtime).run(sockets=[listener])
+    _CleanExitServer(config, runtime, early).run(sockets=[listener])
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -92,14 +94,29 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _EarlySignals:
+    """Stop signals that arrive while the service starts, kept for the handlers that
+    follow. Its workers may already run jobs then; the default action would kill the
+    process and leave them `running` until a rescue."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, self._keep)
+
+    def _keep(self, sig: int, _: Any) -> None:
+        self.received.append(sig)
+
+
 class _CleanExitServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, so the process
     ends "killed by signal". A drained, orderly stop is a success: exit 0. A second
     signal ends the workers' grace period at once."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime, early: _EarlySignals) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.early = early
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -107,6 +124,8 @@ class _CleanExitServer(uvicorn.Server):
             yield
             return
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        for sig in self.early.received:
+            self._on_signal(sig, None)
         try:
             yield
         finally:
@@ -131,10 +150,11 @@ def worker(
         float | None, typer.Option(help="Seconds running jobs get on shutdown.")
     ] = None,
 ) -> None:
-    """Claim and run jobs (no API). SIGTERM/SIGINT stop it gracefully, a second one at once."""
+    """Claim and run jobs (no API). SIGTERM, SIGINT, SIGHUP: stop gracefully; twice: at once."""
     settings = _settings(shutdown_grace_s=grace)
     configure_logging(settings.log_level)
     slots = concurrency if concurrency is not None else max(settings.workers, 1)
+    early = _EarlySignals()
     with _fatal("cannot start"):
         runtime = Runtime.start(settings, workers=slots, migrate=False)
     stop = threading.Event()
@@ -146,6 +166,8 @@ def worker(
 
     for sig in _STOP_SIGNALS:
         signal.signal(sig, on_signal)
+    for _ in early.received:
+        on_signal()
     log.info("worker running; send SIGTERM to stop")
     stop.wait()
     log.info("stopping: running jobs get %.0f s", settings.shutdown_grace_s)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from service import spool
@@ -101,17 +102,22 @@ def test_a_read_only_database_is_refused_at_start(tmp_path: Path) -> None:
     assert not (tmp_path / "file:").exists()  # no stray folder for a URI
 
 
-def test_a_second_signal_ends_the_grace_period(server_factory: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_second_signal_ends_the_grace_period(
+    server_factory: Callable[..., Server], sig: signal.Signals
+) -> None:
+    """SIGHUP too: closing the terminal of a foreground process sends it."""
     api = server_factory(FRAMEJOBS_WORKERS="0").start()
     worker = server_factory(FRAMEJOBS_SHUTDOWN_GRACE_S="120", FRAMEJOBS_LOG_LEVEL="info")
     worker.start_worker("--concurrency", "1")
     with api.client() as client:
+        wait_for(lambda: "worker running" in worker.log(), timeout=30, what="the worker")
         job = submit(client, "sleepy", params={"seconds": 300})
         wait_status(client, job["id"], "running")
-        worker.signal(signal.SIGTERM)
+        worker.signal(sig)
         wait_for(lambda: "stopping" in worker.log(), timeout=10, what="the worker to stop")
         started = time.monotonic()
-        worker.signal(signal.SIGTERM)
+        worker.signal(sig)
         assert worker.process is not None and worker.process.wait(30) == 0
         assert time.monotonic() - started < 15
         back = client.get(f"/jobs/{job['id']}").json()
@@ -216,3 +222,20 @@ def test_a_schema_from_a_newer_version_is_named_not_migrated(tmp_path: Path) -> 
         assert "'9999_future', which this version of framejobs does not know" in (
             one_line_error(result)
         )
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_signal_during_start_up_stops_the_process_once_started(
+    server_factory: Callable[..., Server], command: str
+) -> None:
+    """Its workers may run jobs before the stop handlers are in place: the signal was
+    fatal then (jobs left `running`); now it is kept and the process stops cleanly."""
+    server_factory(FRAMEJOBS_WORKERS="0").start()  # migrates the database
+    pipelines = "tests.support.pipelines,tests.support.signal_at_import"
+    process = server_factory(FRAMEJOBS_PIPELINES=pipelines, FRAMEJOBS_LOG_LEVEL="info")
+    if command == "serve":
+        process._spawn("serve", "--port", str(process.port))
+    else:
+        process.start_worker()
+    assert process.process is not None
+    assert process.process.wait(60) == 0, process.log()
