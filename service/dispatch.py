@@ -23,6 +23,7 @@ from service.config import Settings
 from service.db import writing
 from service.deliveries import Decision
 from service.errors import ServiceUnavailable
+from service.logs import log_streak
 from service.metrics import Metrics
 from service.notify import Hub
 from service.retry import WebhookRetry
@@ -57,6 +58,7 @@ class Dispatcher:
         self.id = worker_id(f"dispatch-{secrets.token_hex(4)}")
         self._capacity = settings.webhook_concurrency
         self._in_flight = 0
+        self._claim_failures = 0  # in a row: logged once per streak, not once per poll
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(self._capacity, thread_name_prefix="fj-webhook")
@@ -91,13 +93,16 @@ class Dispatcher:
     def _claim(self, limit: int) -> list[RowMapping]:
         try:
             with writing(self.engine) as conn:
-                return deliveries.claim_due(
+                claimed = deliveries.claim_due(
                     conn, dispatcher=self.id, now=utcnow(), hold_s=self._hold_s, limit=limit
                 )
         except (SQLAlchemyError, ServiceUnavailable):
-            log.warning("claiming webhook deliveries failed; will retry", exc_info=True)
+            self._claim_failures += 1
+            log_streak(log, "claiming webhook deliveries", self._claim_failures)
             self._stopping.wait(self.settings.webhook_poll_interval_s)
             return []
+        self._claim_failures = 0
+        return claimed
 
     @property
     def _hold_s(self) -> float:

@@ -29,3 +29,12 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_streak(logger: logging.Logger, what: str, failures: int) -> None:
+    """A loop that keeps failing (a database away for an hour): the first failure of a
+    streak with its traceback, then one line every 100, not one traceback per try."""
+    if failures == 1:
+        logger.warning("%s failed; retrying", what, exc_info=True)
+    elif failures % 100 == 0:
+        logger.warning("%s still failing (%d times in a row)", what, failures)

@@ -57,12 +57,18 @@ class Listener:
         self._thread.join(5)
 
     def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             try:
                 self._listen()
             except psycopg.Error as exc:
+                # A streak of failed reconnects is one line, then one every 100 tries.
+                failures = 1 if self.connected.is_set() else failures + 1
                 self.connected.clear()
-                log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
+                if failures == 1:
+                    log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
+                elif failures % 100 == 0:
+                    log.warning("LISTEN still reconnecting (%d tries)", failures)
                 self._stopping.wait(self.retry_s)
             except Exception:  # a wake-up's handler failed: this thread must not die
                 self.connected.clear()

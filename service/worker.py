@@ -40,8 +40,10 @@ from service.errors import (
     JobError,
     JobTimeout,
     ServiceUnavailable,
+    first_line,
 )
 from service.execute import Engines, ExecutionHandle, run_pipeline
+from service.logs import log_streak
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import Registry
@@ -183,7 +185,7 @@ class Worker:
                 failures = 0
             except Exception:  # the claim thread must outlive any one failure
                 failures += 1
-                _log_failure("claim", failures)
+                log_streak(log, "claim", failures)
                 self._stopping.wait(_backoff(failures, self.settings.poll_interval_s))
                 continue
             if not jobs:
@@ -285,6 +287,10 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(job["id"], None)
+            if workdir is not None and outcome.save is not finish.complete:
+                # Before saving: a partial result may be what filled the disk that an
+                # embedded database needs for the save.
+                shutil.rmtree(workdir, ignore_errors=True)
             row = self._save(attempt, outcome)
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -352,15 +358,22 @@ class Worker:
         args = dict(outcome.args)
         if outcome.save is finish.complete:
             args["chunk_bytes"] = self.settings.payload_chunk_bytes
+        failures = 0
         while True:
             try:
                 with writing(self.engine) as conn:
                     return outcome.save(conn, attempt, now=utcnow(), **args)
-            except (SQLAlchemyError, ServiceUnavailable):
+            except (SQLAlchemyError, ServiceUnavailable) as exc:
                 if time.monotonic() > deadline:
                     log.exception("job %s: could not save its outcome", attempt.job_id)
                     raise _Unsaved from None
-                log.warning("job %s: saving the outcome failed; retrying", attempt.job_id)
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "job %s: saving the outcome failed (%s); retrying",
+                        attempt.job_id,
+                        first_line(exc),
+                    )
                 time.sleep(0.5)
 
     def _announce(self, job_id: str, row: RowMapping | None) -> None:
@@ -530,21 +543,13 @@ class _Duty:
             self.failures = 0
         except Exception:  # timeouts, heartbeats and rescue must keep running
             self.failures += 1
-            _log_failure(f"monitor ({self.name})", self.failures)
+            log_streak(log, f"monitor ({self.name})", self.failures)
 
 
 def _backoff(failures: int, base_s: float) -> float:
     """Wait longer after each failure in a row, up to 10 s: a database that stays
     away (or a read-only one) is retried without spinning."""
     return float(min(base_s * 2 ** min(failures - 1, 10), 10.0))
-
-
-def _log_failure(loop: str, failures: int) -> None:
-    """The first failure of a streak with its traceback, then a line every 100."""
-    if failures == 1:
-        log.warning("%s failed; retrying", loop, exc_info=True)
-    elif failures % 100 == 0:
-        log.warning("%s still failing (%d times in a row)", loop, failures)
 
 
 __all__ = ["StoredFrame", "Worker"]

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.engine import RowMapping
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from service import control, encode, negotiation, store
 from service.api.deps import ServicesDep
@@ -325,8 +326,7 @@ def get_result(
         "csv": encode.csv_chunks,
         "arrow": encode.arrow_chunks,
     }
-    body = _then_remove(encoder[fmt](path), path)
-    return StreamingResponse(body, media_type=media, headers=headers)
+    return _SpooledResponse(encoder[fmt](path), path, media_type=media, headers=headers)
 
 
 def _result_file(services: Services, job_id: str) -> Path:
@@ -342,11 +342,24 @@ def _result_file(services: Services, job_id: str) -> Path:
         raise
 
 
-def _then_remove(chunks: Iterator[bytes], path: Path) -> Iterator[bytes]:
-    try:
-        yield from chunks
-    finally:
-        path.unlink(missing_ok=True)
+class _SpooledResponse(StreamingResponse):
+    """Streams the encoding of a spooled result file, and removes the file however the
+    response ends. A client that leaves mid-stream ends it with an error that skips a
+    generator's ``finally`` (the file then stayed until garbage collection)."""
+
+    def __init__(self, chunks: Iterator[bytes], path: Path, **kw: Any) -> None:
+        super().__init__(chunks, **kw)
+        self._chunks, self._path = chunks, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            with contextlib.suppress(ValueError):  # still running in a thread: GC closes it
+                if close is not None:
+                    close()
+            self._path.unlink(missing_ok=True)
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import Any
@@ -79,6 +80,20 @@ def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# A full disk (spooling an upload or a result) is the server's state, not a bug: 503.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _os_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        log.error("no space left on a disk of this server: %s", exc)
+        detail = "no space is left on this server's disk; try again later"
+        return problem(
+            503, "Service unavailable", detail, slug="unavailable", headers={"Retry-After": "30"}
+        )
+    return _unexpected(request, exc)
+
+
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     return problem(500, "Internal error", "the server failed; it has been logged", slug="internal")
@@ -119,4 +134,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FramejobsError, _framejobs_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

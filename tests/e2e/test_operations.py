@@ -239,3 +239,25 @@ def test_a_signal_during_start_up_stops_the_process_once_started(
         process.start_worker()
     assert process.process is not None
     assert process.process.wait(60) == 0, process.log()
+
+
+def test_a_download_the_client_leaves_removes_its_spooled_result(
+    server_factory: Callable[..., Server],
+) -> None:
+    """Each CSV, NDJSON, Arrow or JSON download spools the result to disk first; a
+    client that went away mid-stream left that file until garbage collection."""
+    server = server_factory().start()
+    spool = server.data_dir / "spool"
+    query = "select range as i, md5(range::varchar) as s from range(2000000)"
+    with server.client() as client:
+        job = submit(client, "sql", params={"query": query})
+        assert wait_status(client, job["id"], timeout=60)["status"] == "completed"
+        for _ in range(3):
+            with client.stream("GET", f"/jobs/{job['id']}/result?format=csv") as response:
+                assert response.status_code == 200
+                next(response.iter_bytes())  # a first chunk, then the client leaves
+            wait_for(
+                lambda: not list(spool.glob("*.result.parquet")),
+                timeout=10,
+                what="the spooled result to be removed",
+            )

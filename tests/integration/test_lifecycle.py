@@ -552,3 +552,19 @@ def test_a_job_the_machine_cannot_prepare_goes_back_to_the_queue(settings: Setti
         assert "could not prepare the job" in queued["error_message"]
         settings.spool_dir.unlink()
         assert wait_status(client, job["id"])["status"] == "completed"
+
+
+def test_a_result_that_fills_the_disk_fails_the_job_at_once(small_disk: Path) -> None:
+    """The partial result stayed in the job's folder while the failure was saved, so
+    SQLite (on the same disk) could not save it: the job hung a lease per attempt
+    and ended `LeaseExpired`, never saying the disk was full."""
+    url = f"sqlite:///{small_disk / 'framejobs.db'}"
+    settings = fast_settings(url, small_disk / "data", lease_s=30.0)
+    query = "select range as i, md5(range::varchar) || md5((range + 1)::varchar) as s"
+    with TestClient(create_app(settings, migrate=True)) as client:
+        started = time.monotonic()
+        job = submit(client, "sql", params={"query": f"{query} from range(2000000)"})
+        done = wait_status(client, job["id"], timeout=20)
+        assert time.monotonic() - started < 20
+    assert done["status"] == "failed" and done["attempt"] == 1, done
+    assert "No space left" in done["error"]["message"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
+from tests.conftest import fast_settings
 from tests.support.jobs import submit, wait_status
 from tests.support.pipelines import ODD_UUID
 
@@ -327,3 +331,25 @@ def test_405_names_every_method_of_the_path(client: TestClient) -> None:
         assert response.status_code == 405, (method, path)
         assert response.headers["allow"] == allowed, (method, path)
         assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_full_disk_makes_result_downloads_503_not_500(
+    database_url: str, small_disk: Path
+) -> None:
+    """Results other than Parquet are spooled to disk first; a full disk is the
+    server's state, said as such (and retried), not an internal error."""
+    settings = fast_settings(database_url, small_disk / "data")
+    with TestClient(create_app(settings)) as client:
+        job = submit(client, "billing_rollup", FRAME)
+        assert wait_status(client, job["id"])["status"] == "completed"
+        filler = small_disk / "filler"
+        with filler.open("wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 1024 * 1024)
+        for fmt in ("csv", "json"):
+            full = client.get(f"/jobs/{job['id']}/result?format={fmt}")
+            assert full.status_code == 503, full.text
+            assert full.headers["content-type"] == "application/problem+json"
+            assert full.headers["retry-after"] and "disk" in full.json()["detail"]
+        filler.unlink()
+        assert client.get(f"/jobs/{job['id']}/result?format=csv").status_code == 200

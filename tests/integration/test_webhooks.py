@@ -325,3 +325,24 @@ def test_a_delivered_event_whose_record_fails_once_is_still_delivered_once(
     assert final["webhook"]["attempts"] == 1
     (delivery,) = _deliveries(hooked, job["id"])
     assert [a["status_code"] for a in delivery["attempt_log"]] == [200]
+
+
+def test_a_dispatcher_that_cannot_claim_logs_once_per_streak(
+    hook_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database away for an hour logged an ~8 KB traceback every poll (14 MB/h)."""
+    tries: list[str] = []
+
+    def refuse_claims(conn, cursor, statement: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+        if "UPDATE webhook_delivery SET claimed_by" in statement:
+            tries.append(statement)
+            raise OperationalError(statement, None, Exception("injected: database away"))
+
+    with TestClient(create_app(hook_settings)):
+        event.listen(Engine, "before_cursor_execute", refuse_claims)
+        try:
+            wait_for(lambda: len(tries) >= 10, what="ten failed claims")
+        finally:
+            event.remove(Engine, "before_cursor_execute", refuse_claims)
+    logged = [r for r in caplog.records if "claiming webhook deliveries" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
