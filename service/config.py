@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Durations are finite: an infinite lease or grace would overflow the clock arithmetic.
@@ -39,6 +40,9 @@ def _split_csv(value: object) -> object:
 
 # What DuckDB's memory_limit parser takes: a number and a unit (decimal or binary
 # bytes, long or short, any case), or a share of the machine's memory.
+# Loops that wake this often or more spin a core for nothing (1e-9 s: 77 % of one).
+MIN_TICK_S = 0.01
+MIN_DUCKDB_MEMORY = 64 * 1000**2
 _MEMORY = re.compile(
     r"\s*\d+(\.\d+)?\s*(%|(k|m|g|t)i?b|(kilo|mega|giga|tera)?bytes?|b)\s*", re.IGNORECASE
 )
@@ -63,16 +67,16 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=1000)
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
     prune_after_s: Seconds | None = Field(default=None, gt=0, le=100 * YEAR)
-    prune_interval_s: Seconds = Field(default=3600.0, gt=0, le=WEEK)
+    prune_interval_s: Seconds = Field(default=3600.0, ge=MIN_TICK_S, le=WEEK)
 
     workers: int = Field(default_factory=_default_workers, ge=0, le=MAX_SLOTS)
     claim_batch: int = Field(default=4, ge=1, le=100)
     lease_s: Seconds = Field(default=30.0, gt=0, le=DAY)
-    heartbeat_s: Seconds = Field(default=10.0, gt=0, le=DAY)
-    poll_interval_s: Seconds = Field(default=0.5, gt=0, le=HOUR)
-    rescue_interval_s: Seconds = Field(default=5.0, gt=0, le=DAY)
+    heartbeat_s: Seconds = Field(default=10.0, ge=MIN_TICK_S, le=DAY)
+    poll_interval_s: Seconds = Field(default=0.5, ge=MIN_TICK_S, le=HOUR)
+    rescue_interval_s: Seconds = Field(default=5.0, ge=MIN_TICK_S, le=DAY)
     rescue_dead_local: bool = True
-    progress_interval_s: Seconds = Field(default=0.25, gt=0, le=HOUR)
+    progress_interval_s: Seconds = Field(default=0.25, ge=MIN_TICK_S, le=HOUR)
     shutdown_grace_s: Seconds = Field(default=30.0, ge=0, le=DAY)
 
     default_max_attempts: int = Field(default=3, ge=1, le=1000)
@@ -92,7 +96,7 @@ class Settings(BaseSettings):
     webhook_max_retry_after_s: Seconds = Field(default=86400.0, gt=0, le=WEEK)
     webhook_allow_networks: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
     webhook_concurrency: int = Field(default=16, ge=1, le=256)
-    webhook_poll_interval_s: Seconds = Field(default=1.0, gt=0, le=HOUR)
+    webhook_poll_interval_s: Seconds = Field(default=1.0, ge=MIN_TICK_S, le=HOUR)
     webhook_dispatch: bool = True
 
     long_poll_max_s: Seconds = Field(default=60.0, gt=0, le=HOUR)
@@ -103,7 +107,17 @@ class Settings(BaseSettings):
     def _memory_size(cls, value: str) -> str:
         if not _MEMORY.fullmatch(value):
             raise ValueError("must be a size DuckDB reads, such as 4GB, 512MiB or 80%")
+        if _approx_bytes(value) < MIN_DUCKDB_MEMORY:
+            # accepted by DuckDB, but then every job of any size fails "Out of Memory"
+            raise ValueError("must be at least 64MB (or a share of memory, such as 80%)")
         return value.strip()
+
+    @field_validator("duckdb_temp_directory")
+    @classmethod
+    def _a_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -111,6 +125,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError(
                 "must be sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
+            )
+        if value.startswith("sqlite:") and _sqlite_path(value) in ("", ":memory:"):
+            raise ValueError(
+                "names no file: an in-memory SQLite database loses every job when the "
+                "process ends; give one, as in sqlite:///./data/framejobs.db"
             )
         return value
 
@@ -184,3 +203,20 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+
+def _sqlite_path(url: str) -> str:
+    try:
+        return make_url(url).database or ""
+    except ArgumentError:
+        return ""
+
+
+def _approx_bytes(size: str) -> float:
+    """A size that _MEMORY matched, in bytes (a share of memory counts as plenty)."""
+    text = size.strip().lower()
+    if text.endswith("%"):
+        return float("inf")
+    number = float(re.match(r"[\d.]+", text).group())  # type: ignore[union-attr]
+    unit = text.lstrip("0123456789. ")[:1]
+    return number * {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(unit, 1.0)

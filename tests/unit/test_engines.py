@@ -24,7 +24,7 @@ import pyarrow as pa
 from service.config import Settings
 from service.execute import Engines
 
-engines = Engines(Settings(database_url="sqlite://"), job_slots=1)
+engines = Engines(Settings(database_url="sqlite:///unused.db"), job_slots=1)
 try:
     for sandboxed in (False, True):
         with engines.job_cursor(sandboxed) as cursor:
@@ -55,7 +55,7 @@ def test_each_job_cursor_sees_its_own_input(tmp_path: Path) -> None:
     for value in (1, 2):
         paths.append(tmp_path / f"{value}.parquet")
         pq.write_table(pa.table({"a": [value]}), paths[-1])
-    engines = Engines(Settings(database_url="sqlite://"), job_slots=2)
+    engines = Engines(Settings(database_url="sqlite:///unused.db"), job_slots=2)
     try:
         with engines.job_cursor(False) as first, engines.job_cursor(False) as second:
             relations = [

@@ -71,7 +71,7 @@ def test_an_error_after_the_answer_began_goes_to_the_server() -> None:
 
 
 def _openapi() -> dict[str, Any]:
-    settings = Settings(database_url="sqlite://")
+    settings = Settings(database_url="sqlite:///unused.db")
     return create_app(settings).openapi()
 
 
