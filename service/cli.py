@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -96,16 +97,29 @@ def _listen(host: str, port: int) -> socket.socket:
 
 class _EarlySignals:
     """Stop signals that arrive while the service starts, kept for the handlers that
-    follow. Its workers may already run jobs then; the default action would kill the
-    process and leave them `running` until a rescue."""
+    follow: its workers may already run jobs then, and the default action would kill
+    the process and leave them `running` until a rescue. A second one does kill it (a
+    start stuck on a slow import or a locked database can still be given up).
+
+    ``signals``: the stop signals this process handles. One it was started ignoring
+    (``nohup`` ignores SIGHUP) stays ignored."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        for sig in _STOP_SIGNALS:
+        self.signals = [s for s in _STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+        for sig in self.signals:
             signal.signal(sig, self._keep)
 
     def _keep(self, sig: int, _: Any) -> None:
         self.received.append(sig)
+        if len(self.received) > 1:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        log.warning("%s while starting: stopping once started (again: at once)", _name(sig))
+
+
+def _name(sig: int) -> str:
+    return signal.Signals(sig).name
 
 
 class _CleanExitServer(uvicorn.Server):
@@ -123,7 +137,7 @@ class _CleanExitServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in self.early.signals}
         for sig in self.early.received:
             self._on_signal(sig, None)
         try:
@@ -164,7 +178,7 @@ def worker(
             runtime.worker.hurry()
         stop.set()
 
-    for sig in _STOP_SIGNALS:
+    for sig in early.signals:
         signal.signal(sig, on_signal)
     for _ in early.received:
         on_signal()

@@ -213,10 +213,17 @@ def _sqlite_path(url: str) -> str:
 
 
 def _approx_bytes(size: str) -> float:
-    """A size that _MEMORY matched, in bytes (a share of memory counts as plenty)."""
+    """A size that _MEMORY matched, in bytes (a share of this machine's memory too)."""
     text = size.strip().lower()
     if text.endswith("%"):
-        return float("inf")
+        return float(text[:-1]) / 100 * _physical_memory()
     number = float(re.match(r"[\d.]+", text).group())  # type: ignore[union-attr]
     unit = text.lstrip("0123456789. ")[:1]
     return number * {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(unit, 1.0)
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):  # not known here: any share counts as enough
+        return float("inf")

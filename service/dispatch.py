@@ -137,18 +137,22 @@ class Dispatcher:
         while the claim holds. Recording it as a failure instead would send a delivered
         event again, or end it `failed`; if it cannot be recorded at all, the claim
         expires and the event is sent again (at least once, as documented)."""
-        decision = self._decide(delivery, result)
+        failures = 0
         while True:
             try:
-                self._record(delivery, result, decision, at)
+                self._record(delivery, result, self._decide(delivery, result), at)
                 return
             except (SQLAlchemyError, ServiceUnavailable):
                 if time.monotonic() + 0.5 > until or self._stopping.is_set():
                     log.exception("delivery %s: the attempt could not be recorded", delivery["id"])
                     return
-                log.warning("delivery %s: recording the attempt failed; retrying", delivery["id"])
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "delivery %s: recording the attempt failed; retrying", delivery["id"]
+                    )
                 time.sleep(0.5)
-            except Exception:
+            except Exception:  # a bug: the claim expires and the event goes again
                 log.exception("delivery %s: the attempt could not be recorded", delivery["id"])
                 return
 

@@ -4,6 +4,7 @@ and webhook deliveries, in small batches so no transaction grows large."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -37,10 +38,17 @@ def parse_age(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:
-    """Delete jobs that ended before ``before``; returns how many."""
+def prune(
+    engine: Engine,
+    *,
+    before: datetime,
+    batch: int = 500,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Delete jobs that ended before ``before``, a batch per transaction, until none
+    is left or ``stop()`` says so; returns how many."""
     total = 0
-    while True:
+    while not stop():
         with writing(engine) as conn:
             ids = (
                 conn.execute(
@@ -50,6 +58,8 @@ def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:
                     .where(sa.or_(J.webhook_state.is_(None), J.webhook_state != "pending"))
                     .order_by(J.finished_at)
                     .limit(batch)
+                    # locked: a redelivery committed meanwhile is seen (and its job kept)
+                    .with_for_update(skip_locked=True)
                 )
                 .scalars()
                 .all()
@@ -58,4 +68,5 @@ def prune(engine: Engine, *, before: datetime, batch: int = 500) -> int:
                 delete_job(conn, job_id)
         total += len(ids)
         if len(ids) < batch:
-            return total
+            break
+    return total

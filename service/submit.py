@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from service.pipelines import Pipeline, Registry
 from service.schemas import JobSpec
 from service.ssrf import Resolver, system_resolver
 from service.store import insert_job, job_by_idempotency_key, utcnow, write_payload
+
+log = logging.getLogger("framejobs.api")
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def submit(
         if row["id"] != job_id:  # an idempotent replay that raced us
             return row, False
         if services.keep_inputs and path is not None:
-            path.replace(input_cache(services.settings, job_id))
+            _keep_input(services.settings, job_id, path)
     finally:
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -132,11 +135,21 @@ def _commit(
         return replay
 
 
+def _keep_input(settings: Settings, job_id: str, path: Path) -> None:
+    """Keep the input for this process's workers. Only a shortcut: the job is committed
+    already, so a spool that cannot take the file must not turn the 202 into an error
+    (a client would submit again); the worker then reads the input from the database."""
+    kept = input_cache(settings, job_id)
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(kept)
+    except OSError as exc:
+        log.warning("job %s: its input was not kept on local disk: %s", job_id, exc)
+
+
 def input_cache(settings: Settings, job_id: str) -> Path:
     """Where a job's input Parquet is kept locally (a copy of what the database holds)."""
-    folder = settings.spool_dir / "inputs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{job_id}.parquet"
+    return settings.spool_dir / "inputs" / f"{job_id}.parquet"
 
 
 def _replay(engine: Engine, key: str, request_hash: str | None) -> RowMapping | None:

@@ -11,6 +11,7 @@ interrupted and go back to the queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -73,7 +74,7 @@ class Outcome:
 
 
 class Worker:
-    join_s = 10.0  # how long stop() waits for each of its threads (a claim in flight)
+    join_s = 10.0  # how long stop() waits for the claimer, then for the monitor threads
     # Worker ids alive in this process: a restarted process can get the pid of a dead
     # one, so "same pid" alone does not mean "alive".
     _live_ids: frozenset[str] = frozenset()
@@ -146,8 +147,9 @@ class Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self._monitor_stop.set()
+        deadline = time.monotonic() + self.join_s  # one wait for all three, not one each
         for thread in self._monitors:
-            thread.join(self.join_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids - {self.id}
 
@@ -180,6 +182,10 @@ class Worker:
             free = self._wait_for_free_slot()
             if not free:
                 return
+            if pause := self._local_pause():
+                # This machine could not prepare its last jobs: claiming at full speed
+                # would only bounce the queue. Wait, then try (and so find out) again.
+                self._stopping.wait(pause)
             try:
                 jobs = self._claim(min(free, self.settings.claim_batch))
                 failures = 0
@@ -261,7 +267,8 @@ class Worker:
             if job["cancel_requested"]:
                 handle.interrupt("cancel")
             input_path = self._input(job, workdir)
-            self._local_failures = 0
+            with self._lock:
+                self._local_failures = 0
             result = run_pipeline(
                 self.engines,
                 handle,
@@ -300,11 +307,23 @@ class Worker:
         """This machine could not prepare the job (its spool folder is full, gone or
         read-only): not the job's fault. Back to the queue, attempt refunded, after a
         pause that grows while the trouble lasts, so that it is not claimed in a loop."""
-        self._local_failures += 1
-        delay = _backoff(self._local_failures, max(self.settings.retry_base_s, 0.1))
-        log.error("job %s: could not prepare its work folder: %s", job_id, exc)
+        with self._lock:
+            self._local_failures += 1
+            failures = self._local_failures
+        if failures == 1 or failures % 100 == 0:
+            log.error(
+                "job %s: could not prepare its work folder (%d in a row): %s", job_id, failures, exc
+            )
         message = f"the worker could not prepare the job ({exc.strerror or exc}); it will run again"
-        return Outcome(finish.requeue, _REFUND | {"delay_s": delay, "message": message})
+        return Outcome(
+            finish.requeue, _REFUND | {"delay_s": self._local_pause(), "message": message}
+        )
+
+    def _local_pause(self) -> float:
+        """0 while jobs can be prepared here; else a pause that grows with the streak."""
+        with self._lock:
+            failures = self._local_failures
+        return _backoff(failures, max(self.settings.retry_base_s, 0.1)) if failures else 0.0
 
     def _count(self, pipeline: str, row: RowMapping | None, seconds: float) -> None:
         if self.metrics is None:
@@ -379,7 +398,8 @@ class Worker:
     def _announce(self, job_id: str, row: RowMapping | None) -> None:
         """Tidy up after a saved outcome and wake whoever waits for it."""
         if row is None or row["status"] in TERMINAL:
-            input_cache(self.settings, job_id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a spool gone bad: the sweep retries it
+                input_cache(self.settings, job_id).unlink(missing_ok=True)
         if row is None:
             log.warning("job %s: lease lost before the outcome was saved", job_id)
         elif row["status"] == "queued":
@@ -479,7 +499,8 @@ class Worker:
                 item.handle.interrupt("shutdown")
 
     def _prune(self, after_s: float) -> None:
-        deleted = prune(self.engine, before=utcnow() - timedelta(seconds=after_s))
+        before = utcnow() - timedelta(seconds=after_s)
+        deleted = prune(self.engine, before=before, stop=self._monitor_stop.is_set)
         if deleted:
             log.info("pruned %d finished job(s)", deleted)
 

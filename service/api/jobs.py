@@ -134,6 +134,7 @@ def list_jobs(
     page_token: str | None = None,
 ) -> Response:
     before = store.decode_page_token(page_token) if page_token else None
+    pipeline = [name for name in pipeline or () if name] or None  # ?pipeline= : no filter
     with reading(services.engine) as conn:
         rows, token = store.list_jobs(
             conn, status=status, pipeline=pipeline, page_size=page_size, before_id=before

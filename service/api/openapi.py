@@ -47,7 +47,7 @@ _WHY = {
     413: "The body is larger than the limit",
     415: "The body's content type is not JSON or multipart",
     422: "The request is invalid: the problem names each field and why",
-    503: "The database cannot be reached; retry after Retry-After seconds",
+    503: "The database cannot be reached, or a disk of the server is full; retry later",
 }
 # (method, path) -> error statuses beyond 422 and 503, as docs/api.md lists them.
 _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
@@ -66,6 +66,7 @@ _HEADERS = {
     ("get", "/jobs/{job_id}", "200"): ("ETag", "Retry-After"),
     ("get", "/jobs/{job_id}", "304"): ("ETag",),
 }
+_ALWAYS = {"503": ("Retry-After",)}
 
 
 def install(app: FastAPI) -> None:
@@ -109,7 +110,7 @@ def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
     for status, response in responses.items():
         if status.startswith(("4", "5")):
             response["content"] = {"application/problem+json": {"schema": PROBLEM_REF}}
-        for header in _HEADERS.get((method, path, status), ()):
+        for header in (*_HEADERS.get((method, path, status), ()), *_ALWAYS.get(status, ())):
             response.setdefault("headers", {})[header] = {"schema": {"type": "string"}}
     # OpenAPI ignores a header parameter named Accept; the result's content says it.
     params = [p for p in operation.get("parameters", []) if p["name"].lower() != "accept"]

@@ -261,3 +261,62 @@ def test_a_download_the_client_leaves_removes_its_spooled_result(
                 timeout=10,
                 what="the spooled result to be removed",
             )
+
+
+def _spawn_worker(
+    data: Path, url: str, *, shell_prefix: str = "", **env: str
+) -> subprocess.Popen[bytes]:
+    full = {**os.environ, **FAST_ENV, **env}
+    full.update(FRAMEJOBS_DATA_DIR=str(data), FRAMEJOBS_DATABASE_URL=url)
+    command = f'{shell_prefix} exec "{sys.executable}" -m service.cli worker'
+    with (data / "worker.log").open("ab") as log:
+        return subprocess.Popen(["sh", "-c", command], env=full, stdout=log, stderr=log)
+
+
+def test_a_second_signal_while_starting_gives_the_start_up(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The first signal during start-up is kept for later; a second one must still end
+    a start that hangs (Ctrl-C twice)."""
+    api = server_factory(FRAMEJOBS_WORKERS="0").start()  # migrates the database
+    marker = tmp_path / "importing"
+    pipelines = "tests.support.pipelines,tests.support.slow_import"
+    worker = _spawn_worker(
+        api.data_dir,
+        api.database_url,
+        FRAMEJOBS_PIPELINES=pipelines,
+        FRAMEJOBS_TEST_MARKER=str(marker),
+    )
+    try:
+        wait_for(marker.exists, timeout=30, what="the slow import")
+        worker.send_signal(signal.SIGTERM)
+        log = api.data_dir / "worker.log"
+        wait_for(lambda: "SIGTERM while starting" in log.read_text(), what="the first one kept")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == -signal.SIGTERM
+    finally:
+        worker.kill()
+        worker.wait(10)
+
+
+def test_a_worker_started_ignoring_sighup_keeps_ignoring_it(
+    server_factory: Callable[..., Server],
+) -> None:
+    """`nohup framejobs worker &` must survive the terminal it was started from."""
+    api = server_factory(FRAMEJOBS_WORKERS="0").start()
+    worker = _spawn_worker(
+        api.data_dir, api.database_url, shell_prefix='trap "" HUP;', FRAMEJOBS_LOG_LEVEL="info"
+    )
+    try:
+        log = api.data_dir / "worker.log"
+        wait_for(lambda: "worker running" in log.read_text(), timeout=30, what="the worker")
+        worker.send_signal(signal.SIGHUP)
+        with api.client() as client:
+            job = submit(client, "billing_rollup", {"columns": {"userId": [1], "amount": [1.0]}})
+            assert wait_status(client, job["id"])["status"] == "completed"
+        assert worker.poll() is None
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.kill()
+        worker.wait(10)

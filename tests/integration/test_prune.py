@@ -43,6 +43,8 @@ def test_prune_removes_finished_jobs_with_their_data(settings: Settings) -> None
         engine = make_engine(settings)
         try:
             assert prune(engine, before=utcnow() - timedelta(hours=1)) == 0
+            asked_to_stop = prune(engine, before=utcnow() + timedelta(seconds=1), stop=lambda: True)
+            assert asked_to_stop == 0  # a worker shutting down stops between batches
             assert prune(engine, before=utcnow() + timedelta(seconds=1), batch=3) == 7
             with reading(engine) as conn:
                 left = conn.execute(sa.select(job_table.c.id)).scalars().all()

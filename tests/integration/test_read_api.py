@@ -272,6 +272,7 @@ def test_list_filters_and_keyset_paging(api_only: TestClient) -> None:
     assert {j["id"] for j in either} == set(ids)
     both = api_only.get("/jobs?pipeline=sql&pipeline=billing_rollup&status=cancelled").json()
     assert [j["id"] for j in both["items"]] == [ids[0]]
+    assert len(api_only.get("/jobs?pipeline=&page_size=500").json()["items"]) == len(ids)
     bogus = api_only.get("/jobs?status=queued&status=bogus")
     assert bogus.status_code == 422 and bogus.json()["errors"][0]["field"] == "query.status.1"
     assert api_only.get("/jobs?page_token=%%%").status_code == 422

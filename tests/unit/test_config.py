@@ -18,6 +18,7 @@ from service.config import Settings
         ("database_url", "sqlite:///:memory:", "names no file"),
         ("duckdb_memory_limit", "0B", "at least 64MB"),
         ("duckdb_memory_limit", "1KB", "at least 64MB"),
+        ("duckdb_memory_limit", "0%", "at least 64MB"),
         ("poll_interval_s", 1e-9, "greater than or equal to 0.01"),
         ("progress_interval_s", 0.001, "greater than or equal to 0.01"),
         ("webhook_poll_interval_s", 0, "greater than or equal to 0.01"),
