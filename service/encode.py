@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +26,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 STREAM_ROWS = 16 * 1024
+Source = Path | BinaryIO | io.RawIOBase  # a stored result: a file, or read in place
 
 
 # -- text renderings ------------------------------------------------------------------
@@ -234,12 +235,13 @@ def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def json_page(path: Path, *, offset: int, limit: int) -> dict[str, Any]:
-    parquet = pq.ParquetFile(path)
+def json_page(source: Source, *, offset: int, limit: int) -> dict[str, Any]:
+    parquet = pq.ParquetFile(source)
     total = parquet.metadata.num_rows
     rows: list[dict[str, Any]] = []
-    seen = 0
-    for batch in parquet.iter_batches(batch_size=STREAM_ROWS):
+    first, seen = _row_group_at(parquet.metadata, offset)
+    groups = list(range(first, parquet.metadata.num_row_groups))
+    for batch in parquet.iter_batches(batch_size=STREAM_ROWS, row_groups=groups):
         end = seen + batch.num_rows
         if end > offset and len(rows) < limit:
             start = max(0, offset - seen)
@@ -259,8 +261,20 @@ def json_page(path: Path, *, offset: int, limit: int) -> dict[str, Any]:
     }
 
 
-def ndjson_chunks(path: Path) -> Iterator[bytes]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=STREAM_ROWS):
+def _row_group_at(metadata: pq.FileMetaData, offset: int) -> tuple[int, int]:
+    """(the row group holding row ``offset``, rows before it): a page far into a large
+    result decodes only from there, not everything before it."""
+    seen = 0
+    for index in range(metadata.num_row_groups):
+        rows = metadata.row_group(index).num_rows
+        if seen + rows > offset:
+            return index, seen
+        seen += rows
+    return metadata.num_row_groups, seen
+
+
+def ndjson_chunks(source: Source) -> Iterator[bytes]:
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=STREAM_ROWS):
         lines = [json.dumps(row, ensure_ascii=False) for row in batch_rows(batch)]
         if lines:
             yield ("\n".join(lines) + "\n").encode()
@@ -289,8 +303,8 @@ def _json_texts(array: pa.Array) -> pa.Array:
     return pa.array(texts, pa.string())
 
 
-def csv_chunks(path: Path) -> Iterator[bytes]:
-    parquet = pq.ParquetFile(path)
+def csv_chunks(source: Source) -> Iterator[bytes]:
+    parquet = pq.ParquetFile(source)
     header = True
     for batch in parquet.iter_batches(batch_size=STREAM_ROWS):
         buffer = io.BytesIO()
@@ -302,8 +316,8 @@ def csv_chunks(path: Path) -> Iterator[bytes]:
         yield (",".join(json.dumps(n) for n in parquet.schema_arrow.names) + "\n").encode()
 
 
-def arrow_chunks(path: Path) -> Iterator[bytes]:
-    parquet = pq.ParquetFile(path)
+def arrow_chunks(source: Source) -> Iterator[bytes]:
+    parquet = pq.ParquetFile(source)
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, parquet.schema_arrow) as writer:
         for batch in parquet.iter_batches(batch_size=STREAM_ROWS):

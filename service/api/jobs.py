@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
@@ -18,7 +14,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.engine import RowMapping
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from service import control, encode, negotiation, store
 from service.api.deps import ServicesDep
@@ -26,8 +21,8 @@ from service.api.feeds import Feeds, Queue, Update
 from service.api.uploads import frame_digest, read_submit
 from service.db import reading, writing
 from service.errors import Conflict
+from service.payload_file import PayloadFile
 from service.schemas import TERMINAL, JobOut, JobPage, Status, job_body
-from service.spool import owned
 from service.submit import Services, submit
 
 router = APIRouter(tags=["jobs"])
@@ -313,12 +308,10 @@ def get_result(
         chunks = store.payload_chunks(services.engine, job_id, "result")
         headers["Content-Length"] = str(row["result_bytes"])
         return StreamingResponse(chunks, media_type=media, headers=headers)
-    path = _result_file(services, job_id)
+    # Read in place: the footer, then only the row groups needed (no copy to disk).
+    stored = PayloadFile(services.engine, job_id, "result")
     if fmt == "json":
-        try:
-            page = encode.json_page(path, offset=offset, limit=limit)
-        finally:
-            path.unlink(missing_ok=True)
+        page = encode.json_page(stored, offset=offset, limit=limit)
         return Response(
             json.dumps(page, ensure_ascii=False), media_type=media, headers={"Vary": "Accept"}
         )
@@ -327,40 +320,7 @@ def get_result(
         "csv": encode.csv_chunks,
         "arrow": encode.arrow_chunks,
     }
-    return _SpooledResponse(encoder[fmt](path), path, media_type=media, headers=headers)
-
-
-def _result_file(services: Services, job_id: str) -> Path:
-    spool = services.settings.spool_dir
-    spool.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=owned(f"{job_id}-"), suffix=".result.parquet", dir=spool)
-    with contextlib.suppress(OSError):
-        os.close(handle)
-    try:
-        return store.payload_to_file(services.engine, job_id, "result", Path(name))
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-class _SpooledResponse(StreamingResponse):
-    """Streams the encoding of a spooled result file, and removes the file however the
-    response ends. A client that leaves mid-stream ends it with an error that skips a
-    generator's ``finally`` (the file then stayed until garbage collection)."""
-
-    def __init__(self, chunks: Iterator[bytes], path: Path, **kw: Any) -> None:
-        super().__init__(chunks, **kw)
-        self._chunks, self._path = chunks, path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            close = getattr(self._chunks, "close", None)
-            with contextlib.suppress(ValueError):  # still running in a thread: GC closes it
-                if close is not None:
-                    close()
-            self._path.unlink(missing_ok=True)
+    return StreamingResponse(encoder[fmt](stored), media_type=media, headers=headers)
 
 
 @router.post(
