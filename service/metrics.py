@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -73,3 +73,15 @@ class _QueueCollector(Collector):
         for status, n in counts.items():
             family.add_metric([status], n)
         yield family
+
+
+class WatcherCollector(Collector):
+    """Open event streams and long-polls of this API process."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "framejobs_watchers", "Open event streams and long-polls", value=self.count()
+        )

@@ -15,6 +15,7 @@ from service.api import jobs, meta, openapi, problems, webhooks
 from service.api.feeds import Feeds
 from service.api.methods import HeadAsGet
 from service.config import Settings
+from service.metrics import WatcherCollector
 from service.runtime import Runtime
 from service.ssrf import Resolver, system_resolver
 
@@ -48,12 +49,15 @@ def create_app(
         app.state.services = started.services
         app.state.metrics = started.metrics.registry
         app.state.runtime = started
-        app.state.feeds = Feeds(
+        app.state.feeds = feeds = Feeds(
             partial(jobs.read_changes, started.services), started.services.hub, jobs.DB_POLL_S
         )
+        watchers = WatcherCollector(lambda: feeds.watchers)
+        started.metrics.registry.register(watchers)
         try:
             yield
         finally:
+            started.metrics.registry.unregister(watchers)
             await anyio.to_thread.run_sync(started.stop)
 
     app = FastAPI(

@@ -61,6 +61,11 @@ class Feeds:
         self._poll_s = poll_s
         self._feeds: dict[str, _Feed] = {}
 
+    @property
+    def watchers(self) -> int:
+        """Open event streams and long-polls (read by the metrics scrape's thread)."""
+        return sum(len(feed.queues) for feed in list(self._feeds.values()))
+
     @contextlib.asynccontextmanager
     async def watch(
         self, job_id: str, cursor: int, *, latest: bool = False

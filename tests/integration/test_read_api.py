@@ -299,6 +299,7 @@ def test_service_routes(client: TestClient) -> None:
     assert "query" in pipelines["sql"]["params_schema"]["properties"]
     metrics = client.get("/metrics").text
     assert 'framejobs_jobs{status="queued"}' in metrics
+    assert "framejobs_watchers 0.0" in metrics
     assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
     missing = client.get("/nowhere")
     assert (
