@@ -485,13 +485,18 @@ def test_heartbeats_go_on_while_housekeeping_is_stuck(
         release.set()
 
 
-def _lease(settings: Settings, job_id: str) -> datetime:
+def _job_row(settings: Settings, job_id: str) -> RowMapping | None:
+    """The job's row as stored, read through an engine of the test's own."""
     engine = make_engine(settings)
     try:
         with reading(engine) as conn:
-            row = get_job(conn, job_id)
+            return get_job(conn, job_id)
     finally:
         engine.dispose()
+
+
+def _lease(settings: Settings, job_id: str) -> datetime:
+    row = _job_row(settings, job_id)
     assert row is not None
     return row["lease_expires_at"]  # type: ignore[no-any-return]
 
@@ -532,12 +537,7 @@ def test_a_claim_that_outlasts_stop_gives_its_job_back(
 
 
 def _queued_again(settings: Settings, job_id: str) -> RowMapping | None:
-    engine = make_engine(settings)
-    try:
-        with reading(engine) as conn:
-            row = get_job(conn, job_id)
-    finally:
-        engine.dispose()
+    row = _job_row(settings, job_id)
     return row if row is not None and row["status"] == "queued" and row["error_type"] else None
 
 

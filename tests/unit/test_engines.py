@@ -78,19 +78,8 @@ def test_job_errors_name_no_path_of_the_server(tmp_path: Path) -> None:
     def leaky(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
         return ctx.connection.sql(f"select * from read_csv('{job_dir / 'missing.csv'}')")
 
-    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
-    try:
-        handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
-        with pytest.raises(PipelineError) as caught:
-            run_pipeline(
-                engines,
-                handle,
-                Pipeline("leaky", leaky),
-                input_path=job_dir / "input.parquet",
-                result_path=job_dir / "result.parquet",
-            )
-    finally:
-        engines.close()
+    with pytest.raises(PipelineError) as caught:
+        _run_once(tmp_path, Pipeline("leaky", leaky), job_dir)
     assert "<job folder>/missing.csv" in caught.value.detail
     assert str(tmp_path) not in caught.value.detail
 
@@ -199,16 +188,21 @@ def test_an_interrupt_the_service_did_not_send_is_a_pipeline_error(tmp_path: Pat
     def self_interrupting(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
         raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
 
-    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    with pytest.raises(PipelineError, match="interrupted"):
+        _run_once(tmp_path, Pipeline("self_interrupting", self_interrupting), tmp_path)
+
+
+def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
+    """Run ``pipeline`` over ``job_dir/input.parquet`` on engines of its own."""
+    engines = Engines(Settings(data_dir=data_dir), job_slots=1)
     try:
         handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
-        with pytest.raises(PipelineError, match="interrupted"):
-            run_pipeline(
-                engines,
-                handle,
-                Pipeline("self_interrupting", self_interrupting),
-                input_path=tmp_path / "input.parquet",
-                result_path=tmp_path / "result.parquet",
-            )
+        run_pipeline(
+            engines,
+            handle,
+            pipeline,
+            input_path=job_dir / "input.parquet",
+            result_path=job_dir / "result.parquet",
+        )
     finally:
         engines.close()
