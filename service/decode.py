@@ -206,14 +206,19 @@ def _schema_text(schema: pa.Schema) -> str:
 def _check_names(schema: pa.Schema) -> None:
     names = schema.names
     if not names:
-        raise InvalidFrame("the frame has no columns")
+        raise _frame_error("the frame has no columns")
     if any(not n for n in names):
-        raise InvalidFrame("every column needs a non-empty name")
+        raise _frame_error("every column needs a non-empty name")
     for name in names:
         _check_name_text(name)
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
-        raise InvalidFrame(f"duplicate column names: {dupes}")
+        raise _frame_error(f"duplicate column names: {dupes}")
+
+
+def _frame_error(reason: str) -> InvalidFrame:
+    """A fault of the frame as a whole; named as the field ``frame`` like field errors."""
+    return InvalidFrame(reason, errors=[{"field": "frame", "reason": reason}])
 
 
 def _check_name_text(name: str) -> None:
@@ -231,7 +236,7 @@ def json_frame_batches(
 ) -> Iterator[tuple[pa.RecordBatch, bool]]:
     """The ``frame`` member of a JSON submit body, as one batch."""
     if not isinstance(frame, dict) or len(frame.keys() & {"columns", "rows"}) != 1:
-        raise InvalidFrame('frame must be an object with either "columns" or "rows"')
+        raise _frame_error('frame must be an object with either "columns" or "rows"')
     if "columns" in frame:
         columns = _columns_from_mapping(frame["columns"])
     else:

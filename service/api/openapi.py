@@ -29,11 +29,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
         "errors": {
             "type": "array",
-            "description": "For 422: each refused field and why.",
+            "description": "For 422: each refused field (or frame column) and why.",
             "items": {
                 "type": "object",
-                "required": ["field", "reason"],
-                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+                "required": ["reason"],
+                "properties": {
+                    "field": {"type": "string", "description": "a request field"},
+                    "column": {"type": "string", "description": "a frame column"},
+                    "reason": {"type": "string"},
+                    "rows": {"type": "array", "items": {"type": "integer"}},
+                },
             },
         },
     },

@@ -268,6 +268,16 @@ def test_idempotency_key(api_only: TestClient) -> None:
     assert len(api_only.get("/jobs").json()["items"]) == 1
 
 
+@pytest.mark.parametrize(
+    "frame", [{"rows": [], "columns": {}}, {"rows": []}, {"columns": {}}, {}, [1], "x"]
+)
+def test_a_frame_wrong_as_a_whole_names_the_field(api_only: TestClient, frame: object) -> None:
+    """Every 422 names its field, so a client can show the error next to it."""
+    body = {"pipeline": "sql", "params": {"query": "select 1"}, "frame": frame}
+    refused = problem(api_only.post("/jobs", json=body), 422)
+    assert refused["errors"][0]["field"] == "frame", refused
+
+
 @pytest.mark.parametrize("key", ["", "   "])
 def test_an_empty_idempotency_key_is_refused(api_only: TestClient, key: str) -> None:
     """An empty key was stored as a key: every later empty-key submit was a 500."""
