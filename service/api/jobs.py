@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.engine import RowMapping
 from starlette.responses import Response, StreamingResponse
 
-from service import control, encode, negotiation, store
+from service import __version__, control, encode, negotiation, store
 from service.api.deps import ServicesDep
 from service.api.feeds import Feeds, Queue, Update
 from service.api.uploads import frame_digest, read_submit
@@ -159,10 +159,14 @@ async def get_job(
 
 
 def not_modified(if_none_match: str, row: RowMapping) -> bool:
+    return matches(if_none_match, etag(row))
+
+
+def matches(if_none_match: str, tag: str) -> bool:
     """RFC 9110 section 13.1.2: a list of entity tags, or ``*``, compared weakly (a
     proxy that compresses may have turned our tag into ``W/"7"``)."""
-    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return "*" in tags or etag(row) in tags
+    tags = {sent.strip().removeprefix("W/") for sent in if_none_match.split(",")}
+    return "*" in tags or tag in tags
 
 
 async def _wait_for_change(
@@ -296,14 +300,23 @@ def get_result(
     format: Annotated[str | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     row = _read_job(services, job_id)
     if row["status"] != "completed":
         raise Conflict(f"job {job_id} is {row['status']}; its result exists once it has completed")
     fmt = negotiation.negotiate(accept, format)
     media = negotiation.MEDIA_TYPES[fmt]
+    # A completed result never changes; its encoding can, from one release to the next.
+    tag = f'"result-{__version__}-{fmt}"'
+    if if_none_match is not None and matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag, "Vary": "Accept"})
     # The body depends on Accept: caches must not hand one client's CSV to another.
-    headers = {"Vary": "Accept", "Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'}
+    headers = {
+        "Vary": "Accept",
+        "ETag": tag,
+        "Content-Disposition": f'attachment; filename="{job_id}.{fmt}"',
+    }
     if fmt == "parquet":
         chunks = store.payload_chunks(services.engine, job_id, "result")
         headers["Content-Length"] = str(row["result_bytes"])
@@ -313,7 +326,9 @@ def get_result(
     if fmt == "json":
         page = encode.json_page(stored, offset=offset, limit=limit)
         return Response(
-            json.dumps(page, ensure_ascii=False), media_type=media, headers={"Vary": "Accept"}
+            json.dumps(page, ensure_ascii=False),
+            media_type=media,
+            headers={"Vary": "Accept", "ETag": tag},
         )
     encoder = {
         "ndjson": encode.ndjson_chunks,

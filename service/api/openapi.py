@@ -45,7 +45,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 _WHY = {
     204: "The job has finished and the client has its last event: stop reconnecting",
-    304: "Not modified: the job's ETag matches If-None-Match",
+    304: "Not modified: the ETag matches If-None-Match",
     404: "No such job (or pipeline, for a submit)",
     406: "None of the accepted media types can be produced",
     409: "The job is not in a state that allows this",
@@ -60,7 +60,7 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/jobs/{job_id}"): (304, 404),
     ("delete", "/jobs/{job_id}"): (404, 409),
     ("get", "/jobs/{job_id}/events"): (204, 404),
-    ("get", "/jobs/{job_id}/result"): (404, 406, 409),
+    ("get", "/jobs/{job_id}/result"): (304, 404, 406, 409),
     ("post", "/jobs/{job_id}/cancel"): (404, 409),
     ("get", "/jobs/{job_id}/webhook-deliveries"): (404,),
     ("post", "/jobs/{job_id}/webhook-deliveries/{delivery_id}/redeliver"): (404, 409),
@@ -70,6 +70,8 @@ _HEADERS = {
     ("post", "/jobs", "202"): ("Location", "Retry-After"),
     ("get", "/jobs/{job_id}", "200"): ("ETag", "Retry-After"),
     ("get", "/jobs/{job_id}", "304"): ("ETag",),
+    ("get", "/jobs/{job_id}/result", "200"): ("ETag",),
+    ("get", "/jobs/{job_id}/result", "304"): ("ETag",),
 }
 _ALWAYS = {"503": ("Retry-After",)}
 

@@ -352,3 +352,22 @@ def test_result_downloads_need_no_disk(database_url: str, small_disk: Path) -> N
             response = client.get(f"/jobs/{job['id']}/result?format={fmt}")
             assert response.status_code == 200, (fmt, response.text)
         assert client.get(f"/jobs/{job['id']}/result").json()["total"] == done["result"]["rows"]
+
+
+def test_results_revalidate_with_their_etag(client: TestClient) -> None:
+    """A completed result never changes: a client (or cache) that has it asks again
+    with its ETag and gets 304, per format (the formats are different bodies)."""
+    job = submit(client, "billing_rollup", FRAME)
+    assert wait_status(client, job["id"])["status"] == "completed"
+    url = f"/jobs/{job['id']}/result"
+    tags = {}
+    for fmt in ("json", "ndjson", "csv", "parquet", "arrow"):
+        first = client.get(f"{url}?format={fmt}")
+        tags[fmt] = first.headers["etag"]
+        for sent in (tags[fmt], f"W/{tags[fmt]}", f'"other", {tags[fmt]}'):
+            again = client.get(f"{url}?format={fmt}", headers={"If-None-Match": sent})
+            assert again.status_code == 304 and again.content == b"", (fmt, sent)
+            assert again.headers["etag"] == tags[fmt] and again.headers["vary"] == "Accept"
+    assert len(set(tags.values())) == 5
+    other = client.get(f"{url}?format=csv", headers={"If-None-Match": tags["json"]})
+    assert other.status_code == 200
