@@ -44,7 +44,7 @@ def _split_csv(value: object) -> object:
 MIN_TICK_S = 0.01
 MIN_DUCKDB_MEMORY = 64 * 1000**2
 _MEMORY = re.compile(
-    r"\s*\d+(\.\d+)?\s*(%|(k|m|g|t)i?b|(kilo|mega|giga|tera)?bytes?|b)\s*", re.IGNORECASE
+    r"\s*(\d+(?:\.\d+)?)\s*(%|(k|m|g|t)i?b|(kilo|mega|giga|tera)?bytes?|b)\s*", re.IGNORECASE
 )
 
 
@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     @field_validator("duckdb_memory_limit")
     @classmethod
     def _memory_size(cls, value: str) -> str:
-        if not _MEMORY.fullmatch(value):
+        size = _MEMORY.fullmatch(value)
+        if size is None:
             raise ValueError("must be a size DuckDB reads, such as 4GB, 512MiB or 80%")
-        if _approx_bytes(value) < MIN_DUCKDB_MEMORY:
+        if _approx_bytes(size) < MIN_DUCKDB_MEMORY:
             # accepted by DuckDB, but then every job of any size fails "Out of Memory"
             raise ValueError("must be at least 64MB (or a share of memory, such as 80%)")
         return value.strip()
@@ -212,14 +213,12 @@ def _sqlite_path(url: str) -> str:
         return ""
 
 
-def _approx_bytes(size: str) -> float:
-    """A size that _MEMORY matched, in bytes (a share of this machine's memory too)."""
-    text = size.strip().lower()
-    if text.endswith("%"):
-        return float(text[:-1]) / 100 * _physical_memory()
-    number = float(re.match(r"[\d.]+", text).group())  # type: ignore[union-attr]
-    unit = text.lstrip("0123456789. ")[:1]
-    return number * {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(unit, 1.0)
+def _approx_bytes(size: re.Match[str]) -> float:
+    """A size _MEMORY matched, in bytes (a share of this machine's memory too)."""
+    number, unit = float(size.group(1)), size.group(2).lower()
+    if unit == "%":
+        return number / 100 * _physical_memory()
+    return number * {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}.get(unit[0], 1.0)
 
 
 def _physical_memory() -> float:

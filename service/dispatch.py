@@ -23,7 +23,7 @@ from service.config import Settings
 from service.db import writing
 from service.deliveries import Decision
 from service.errors import ServiceUnavailable
-from service.logs import log_streak
+from service.logs import log_streak, worth_logging
 from service.metrics import Metrics
 from service.notify import Hub
 from service.retry import WebhookRetry
@@ -147,7 +147,7 @@ class Dispatcher:
                     log.exception("delivery %s: the attempt could not be recorded", delivery["id"])
                     return
                 failures += 1
-                if failures == 1 or failures % 20 == 0:
+                if worth_logging(failures, every=20):
                     log.warning(
                         "delivery %s: recording the attempt failed; retrying", delivery["id"]
                     )

@@ -31,10 +31,15 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def worth_logging(failures: int, every: int = 100) -> bool:
+    """For something that keeps failing (a database away for an hour): the first
+    failure of a streak, then one in ``every``, not a line (or traceback) per try."""
+    return failures == 1 or failures % every == 0
+
+
 def log_streak(logger: logging.Logger, what: str, failures: int) -> None:
-    """A loop that keeps failing (a database away for an hour): the first failure of a
-    streak with its traceback, then one line every 100, not one traceback per try."""
+    """A loop's failure: the first of a streak with its traceback, then a count."""
     if failures == 1:
         logger.warning("%s failed; retrying", what, exc_info=True)
-    elif failures % 100 == 0:
+    elif worth_logging(failures):
         logger.warning("%s still failing (%d times in a row)", what, failures)

@@ -18,15 +18,13 @@ from sqlalchemy.engine import Engine
 from service.db import reading
 from service.errors import NotFound
 from service.models import payload_table
+from service.store import read_chunk
 
 P = payload_table.c
 _SIZES = (
     sa.select(P.seq, sa.func.length(P.data))
     .where(P.job_id == sa.bindparam("job_id"), P.kind == sa.bindparam("kind"))
     .order_by(P.seq)
-)
-_CHUNK = sa.select(P.data).where(
-    P.job_id == sa.bindparam("job_id"), P.kind == sa.bindparam("kind"), P.seq == sa.bindparam("seq")
 )
 _KEPT_CHUNKS = 2  # the footer's chunk and the one being scanned
 
@@ -86,12 +84,8 @@ class PayloadFile(io.RawIOBase):
         if index in self._chunks:
             self._chunks.move_to_end(index)
             return self._chunks[index]
-        params = {"job_id": self._job_id, "kind": self._kind, "seq": self._seqs[index]}
-        with reading(self._engine, single=True) as conn:
-            data = conn.execute(_CHUNK, params).scalar()
-        if data is None:
-            raise NotFound(f"job {self._job_id} was deleted while its {self._kind} was read")
-        self._chunks[index] = bytes(data)
+        data, _ = read_chunk(self._engine, self._job_id, self._kind, self._seqs[index])
+        self._chunks[index] = data
         if len(self._chunks) > _KEPT_CHUNKS:
             self._chunks.popitem(last=False)
         return self._chunks[index]

@@ -17,6 +17,7 @@ import psycopg
 import sqlalchemy as sa
 
 from service.db import CHANNEL
+from service.logs import worth_logging
 from service.notify import Hub
 
 log = logging.getLogger("framejobs.listen")
@@ -65,10 +66,11 @@ class Listener:
                 # A streak of failed reconnects is one line, then one every 100 tries.
                 failures = 1 if self.connected.is_set() else failures + 1
                 self.connected.clear()
-                if failures == 1:
-                    log.warning("LISTEN connection lost (%s); reconnecting", type(exc).__name__)
-                elif failures % 100 == 0:
-                    log.warning("LISTEN still reconnecting (%d tries)", failures)
+                if worth_logging(failures):
+                    name = type(exc).__name__
+                    log.warning(
+                        "LISTEN connection lost (%s); reconnecting (try %d)", name, failures
+                    )
                 self._stopping.wait(self.retry_s)
             except Exception:  # a wake-up's handler failed: this thread must not die
                 self.connected.clear()

@@ -191,14 +191,21 @@ def payload_chunks(engine: Engine, job_id: str, kind: str) -> Iterator[bytes]:
     deleted (or pruned) meanwhile: NotFound, never a silently shorter file."""
     seq = 0
     while True:
-        with reading(engine, single=True) as conn:
-            row = conn.execute(_GET_CHUNK, {"job_id": job_id, "kind": kind, "seq": seq}).first()
-        if row is None:
-            raise NotFound(f"job {job_id} was deleted while its {kind} was being read")
-        yield bytes(row[0])
-        if not row[1]:
+        data, more = read_chunk(engine, job_id, kind, seq)
+        yield data
+        if not more:
             return
         seq += 1
+
+
+def read_chunk(engine: Engine, job_id: str, kind: str, seq: int) -> tuple[bytes, bool]:
+    """Chunk ``seq`` of a payload and whether another follows, by one statement of its
+    own; NotFound when it is gone (the job was deleted or pruned meanwhile)."""
+    with reading(engine, single=True) as conn:
+        row = conn.execute(_GET_CHUNK, {"job_id": job_id, "kind": kind, "seq": seq}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} was deleted while its {kind} was being read")
+    return bytes(row[0]), bool(row[1])
 
 
 def payload_to_file(engine: Engine, job_id: str, kind: str, dest: Path) -> Path:

@@ -44,7 +44,7 @@ from service.errors import (
     first_line,
 )
 from service.execute import Engines, ExecutionHandle, run_pipeline
-from service.logs import log_streak
+from service.logs import log_streak, worth_logging
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pipelines import Registry
@@ -294,12 +294,13 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(job["id"], None)
-            if workdir is not None and outcome.save is not finish.complete:
-                # Before saving: a partial result may be what filled the disk that an
-                # embedded database needs for the save.
+            # Only a completed job's save reads its folder (the result). Any other is
+            # removed first: a partial result may have filled the disk the save needs.
+            keep_until_saved = outcome.save is finish.complete
+            if workdir is not None and not keep_until_saved:
                 shutil.rmtree(workdir, ignore_errors=True)
             row = self._save(attempt, outcome)
-            if workdir is not None:
+            if workdir is not None and keep_until_saved:
                 shutil.rmtree(workdir, ignore_errors=True)
             self._count(job["pipeline"], row, time.monotonic() - started)
 
@@ -310,7 +311,7 @@ class Worker:
         with self._lock:
             self._local_failures += 1
             failures = self._local_failures
-        if failures == 1 or failures % 100 == 0:
+        if worth_logging(failures):
             log.error(
                 "job %s: could not prepare its work folder (%d in a row): %s", job_id, failures, exc
             )
@@ -387,7 +388,7 @@ class Worker:
                     log.exception("job %s: could not save its outcome", attempt.job_id)
                     raise _Unsaved from None
                 failures += 1
-                if failures == 1 or failures % 20 == 0:
+                if worth_logging(failures, every=20):
                     log.warning(
                         "job %s: saving the outcome failed (%s); retrying",
                         attempt.job_id,

@@ -149,17 +149,13 @@ async def get_job(
     wait: Annotated[float | None, Query(ge=0, le=300, allow_inf_nan=False)] = None,
 ) -> Response:
     row = await read_job(services, job_id)
-    seen = if_none_match is None or not_modified(if_none_match, row)
+    seen = if_none_match is None or matches(if_none_match, etag(row))
     if wait and row["status"] not in TERMINAL and seen:
         wait = min(wait, services.settings.long_poll_max_s)
         row = await _wait_for_change(request.app.state.feeds, services, row, wait)
-    if if_none_match is not None and not_modified(if_none_match, row):
+    if if_none_match is not None and matches(if_none_match, etag(row)):
         return Response(status_code=304, headers={"ETag": etag(row)})
     return job_response(row)
-
-
-def not_modified(if_none_match: str, row: RowMapping) -> bool:
-    return matches(if_none_match, etag(row))
 
 
 def matches(if_none_match: str, tag: str) -> bool:

@@ -66,7 +66,7 @@ def test_a_payload_gone_while_read_is_not_found(database_url: str) -> None:
         assert len(stored.read(CHUNK)) == CHUNK
         with writing(engine) as conn:
             delete_payload(conn, "j1", "result")
-        with pytest.raises(NotFound, match="deleted while its result was read"):
+        with pytest.raises(NotFound, match="deleted while its result was being read"):
             stored.read(CHUNK)
     finally:
         engine.dispose()
