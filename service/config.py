@@ -127,6 +127,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
             )
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            # never the value in the message: it may hold a password
+            raise ValueError(
+                "is not a URL SQLAlchemy can read (check the port, and the brackets "
+                "around an IPv6 address)"
+            ) from None
         if value.startswith("sqlite:") and _sqlite_path(value) in ("", ":memory:"):
             raise ValueError(
                 "names no file: an in-memory SQLite database loses every job when the "

@@ -38,3 +38,19 @@ def test_a_temp_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("limit", ["64MB", "512MiB", "4GB", "80%", "2 gigabytes"])
 def test_memory_limits_accepted(limit: str) -> None:
     assert Settings(duckdb_memory_limit=limit).duckdb_memory_limit == limit
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:s3cret@db.internal:notaport/framejobs",
+        "postgresql+psycopg://u:s3cret@[::1/framejobs",
+    ],
+)
+def test_a_url_that_does_not_parse_is_a_setting_error(url: str) -> None:
+    # SQLAlchemy only parses the URL when the engine is made: unchecked here, the
+    # command ended in a traceback instead of a one-line settings error.
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url=url)
+    (message,) = (e["msg"] for e in refused.value.errors(include_input=False))
+    assert "not a URL" in message and "s3cret" not in message
