@@ -357,15 +357,22 @@ def webhook_secret() -> None:
     typer.echo(stored)
 
 
+# A bad value given as an option is named as the option: whoever typed --grace -1
+# never set FRAMEJOBS_SHUTDOWN_GRACE_S and would look for it in the environment.
+_OPTION_OF = {"shutdown_grace_s": "--grace", "workers": "--workers"}
+
+
 def _settings(**overrides: Any) -> Settings:
     """The settings (environment, then these options); a bad value ends the command
     with one line per setting, never its value (it may be a secret)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             name = str(error["loc"][0]) if error["loc"] else "settings"
-            typer.echo(f"error: FRAMEJOBS_{name.upper()}: {error['msg']}", err=True)
+            option = _OPTION_OF.get(name) if name in given else None
+            typer.echo(f"error: {option or f'FRAMEJOBS_{name.upper()}'}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
 
 

@@ -67,6 +67,15 @@ def test_bad_settings_are_one_line_each_and_never_show_a_secret(tmp_path: Path) 
         assert any(e.startswith("error: FRAMEJOBS_WEBHOOK_SECRETS:") for e in errors), errors
 
 
+def test_a_bad_option_is_named_as_the_option_not_as_its_variable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fj.db'}"
+    for command in ("worker", "serve"):
+        result = run_cli(tmp_path, url, command, "--grace", "-1")
+        assert result.returncode == 2, result.stderr
+        assert one_line_error(result).startswith("error: --grace:"), result.stderr
+        assert "FRAMEJOBS_SHUTDOWN_GRACE_S" not in result.stderr
+
+
 def test_a_port_in_use_stops_serve_before_it_claims_anything(
     server_factory: Callable[..., Server],
 ) -> None:
