@@ -176,11 +176,23 @@ def pipelines_in(module: ModuleType) -> list[Pipeline]:
     return [value for value in vars(module).values() if isinstance(value, Pipeline)]
 
 
+class PipelineModuleError(Exception):
+    """A pipeline module that could not be imported; the message names it."""
+
+
 def load_registry(settings: Settings) -> Registry:
     names = ["service.pipelines.examples", *settings.pipelines]
     if settings.sql_pipeline_enabled:
         names.insert(0, "service.pipelines.sql")
     found: list[Pipeline] = []
     for module_name in dict.fromkeys(names):  # a module named twice is loaded once
-        found.extend(pipelines_in(importlib.import_module(module_name)))
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            # the import's own error names what was missing or broken, not which module
+            # of FRAMEJOBS_PIPELINES needed it
+            raise PipelineModuleError(
+                f"module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        found.extend(pipelines_in(module))
     return Registry(found)

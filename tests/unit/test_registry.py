@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from service.pipelines import Context, Registry, pipeline
+from service.config import Settings
+from service.pipelines import Context, Registry, load_registry, pipeline
 
 
 def _noop(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
@@ -25,6 +28,17 @@ def test_two_pipelines_of_one_name_are_refused_naming_both() -> None:
 
     with pytest.raises(ValueError, match=r"'mine'.*_noop.*other"):
         Registry([pipeline("mine")(_noop), pipeline("mine")(other)])
+
+
+def test_a_module_that_fails_to_import_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its own error names only what it lacked, not which of FRAMEJOBS_PIPELINES it was.
+    (tmp_path / "fj_needs_a_dependency.py").write_text("import fj_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Exception, match="fj_needs_a_dependency") as refused:
+        load_registry(Settings(pipelines=["fj_needs_a_dependency"]))
+    assert "No module named 'fj_not_installed'" in str(refused.value)
 
 
 class Opaque:
