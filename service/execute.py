@@ -46,6 +46,11 @@ _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after
 _SANDBOX_CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
+    # With external access off, DuckDB still lets queries read the temp directory
+    # (glob, read_blob), which holds the other jobs' spilled data in plain form. A
+    # directory of the sandbox's own would still be shared by the sql jobs running
+    # side by side, so the sandbox does not spill: past memory_limit a query fails.
+    "temp_directory": "",
 }
 # Set after connecting: given at connect, it also refuses the temp_directory setting.
 _NO_FILES = "SET enable_external_access=false"

@@ -123,14 +123,32 @@ def test_a_temp_directory_is_used_and_the_sandbox_still_reads_no_files(tmp_path:
     spill = tmp_path / "spill"
     engines = Engines(Settings(data_dir=tmp_path, duckdb_temp_directory=spill), job_slots=1)
     try:
-        for sandboxed in (False, True):
-            with engines.job_cursor(sandboxed) as cursor:
-                ((setting,),) = cursor.sql("select current_setting('temp_directory')").fetchall()
-                assert setting == str(spill)
+        with engines.job_cursor(False) as cursor:
+            ((setting,),) = cursor.sql("select current_setting('temp_directory')").fetchall()
+            assert setting == str(spill)
         with engines.job_cursor(True) as cursor, pytest.raises(duckdb.PermissionException):
             cursor.sql("select * from read_csv('/etc/passwd')").fetchall()
         with engines.job_cursor(True) as cursor, pytest.raises(duckdb.Error):
             cursor.execute("set enable_external_access = true")
+    finally:
+        engines.close()
+
+
+def test_the_sandbox_cannot_read_the_spill_files_of_other_jobs(tmp_path: Path) -> None:
+    """DuckDB keeps the temp directory readable with external access off; spill files
+    hold other jobs' rows in plain form, so the sandbox must have no such folder."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "duckdb_temp_storage-0.tmp").write_bytes(b"another job's rows")
+    engines = Engines(Settings(data_dir=tmp_path, duckdb_temp_directory=spill), job_slots=1)
+    try:
+        for read in ("glob('{}/*')", "read_blob('{}/*')", "read_text('{}/*')"):
+            with engines.job_cursor(True) as cursor, pytest.raises(duckdb.PermissionException):
+                cursor.sql("select * from " + read.format(spill)).fetchall()
+        with engines.job_cursor(True) as cursor:
+            settings = dict(cursor.sql("select name, value from duckdb_settings()").fetchall())
+        assert settings["temp_directory"] == ""
+        assert str(spill) not in settings["allowed_directories"]
     finally:
         engines.close()
 
