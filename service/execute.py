@@ -270,6 +270,7 @@ def run_pipeline(
     *,
     input_path: Path,
     result_path: Path,
+    max_result_bytes: int | None = None,
 ) -> StoredFrame:
     """Run ``pipeline`` over the input file; write and describe the result file."""
     with engines.job_cursor(pipeline.sandboxed) as cursor:
@@ -278,7 +279,7 @@ def run_pipeline(
             handle.check_cancelled()
             relation = _input_relation(cursor, input_path, pipeline.sandboxed)
             result = pipeline(handle, relation)
-            return _write_result(handle, result, result_path)
+            return _write_result(handle, result, result_path, max_result_bytes)
         except duckdb.InterruptException as exc:
             if handle.reason is None:  # not ours: the pipeline interrupted itself
                 raise PipelineError(f"the query was interrupted: {_first_line(exc)}") from exc
@@ -321,7 +322,9 @@ def _input_relation(
     return cursor.table("input")
 
 
-def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFrame:
+def _write_result(
+    handle: ExecutionHandle, result: Any, path: Path, max_bytes: int | None
+) -> StoredFrame:
     reader = result_reader(result)
     rows = 0
     schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
@@ -330,6 +333,13 @@ def _write_result(handle: ExecutionHandle, result: Any, path: Path) -> StoredFra
             handle.check_cancelled()
             writer.write_batch(storable_batch(batch, row_offset=rows))
             rows += batch.num_rows
+            # One short query (select ... from range(1e12)) writes tens of MB a second
+            # until the disk is full, which fails every other job and write meanwhile.
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise PipelineError(
+                    f"the result is larger than the limit of {max_bytes} bytes"
+                    " (FRAMEJOBS_MAX_RESULT_BYTES)"
+                )
     stored = stored_schema(schema, path)
     return StoredFrame(path, rows, path.stat().st_size, columns_info(stored))
 

@@ -275,6 +275,7 @@ class Worker:
                 pipeline,
                 input_path=input_path,
                 result_path=workdir / "result.parquet",
+                max_result_bytes=self.settings.max_result_bytes,
             )
             outcome = Outcome(finish.complete, {"result": result, "message": handle.message})
         except JobError as exc:

@@ -588,3 +588,19 @@ def test_a_result_that_fills_the_disk_fails_the_job_at_once(small_disk: Path) ->
         assert time.monotonic() - started < 20
     assert done["status"] == "failed" and done["attempt"] == 1, done
     assert "No space left" in done["error"]["message"]
+
+
+def test_a_result_past_the_limit_fails_the_job_and_the_next_one_runs(tmp_path: Path) -> None:
+    """Nothing bounded a result: a one-line query over range() wrote tens of MB a
+    second into the data folder until the disk was full."""
+    url = f"sqlite:///{tmp_path / 'framejobs.db'}"
+    settings = fast_settings(url, tmp_path / "data", max_result_bytes=1_000_000)
+    query = "select md5(range::varchar) || md5((range + 1)::varchar) as s from range(1000000000000)"
+    with TestClient(create_app(settings, migrate=True)) as client:
+        job = submit(client, "sql", params={"query": query})
+        done = wait_status(client, job["id"], timeout=20)
+        assert done["status"] == "failed" and done["attempt"] == 1, done
+        assert done["error"]["type"] == "PipelineError"
+        assert "larger than the limit of 1000000 bytes" in done["error"]["message"]
+        after = submit(client, "sql", params={"query": "select count(*) as n from input"})
+        assert wait_status(client, after["id"])["status"] == "completed"
