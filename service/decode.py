@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.errors import InvalidFrame, UnsupportedMediaType
+from service.errors import InvalidFrame, PayloadTooLarge, UnsupportedMediaType
 from service.frames import (
     FrameProblems,
     FrameSchema,
@@ -464,11 +464,40 @@ def _odd_rows(values: list[Any], offset: int) -> list[int]:
 
 
 def file_batches(
-    source: BinaryIO, fmt: Format, schema: FrameSchema | None
+    source: BinaryIO, fmt: Format, schema: FrameSchema | None, *, max_bytes: int | None = None
 ) -> Iterator[tuple[pa.RecordBatch, bool]]:
-    readers = {"csv": _csv, "ndjson": _ndjson, "parquet": _parquet, "arrow": _arrow}
+    """The file's batches; past ``max_bytes`` decoded, PayloadTooLarge. Parquet and
+    Arrow compress: a file of a few KB can hold GBs (one zstd value of 300 MB is 10 KB),
+    so the upload limit alone bounds neither the memory nor the disk a frame takes."""
     source.seek(0)
-    yield from readers[fmt](source, schema)
+    if fmt == "parquet" and max_bytes is not None:
+        _check_declared_size(source, max_bytes)
+        source.seek(0)
+    readers = {"csv": _csv, "ndjson": _ndjson, "parquet": _parquet, "arrow": _arrow}
+    decoded = 0
+    for batch, text_source in readers[fmt](source, schema):
+        decoded += batch.nbytes
+        if max_bytes is not None and decoded > max_bytes:
+            raise _frame_too_large(max_bytes)
+        yield batch, text_source
+
+
+def _check_declared_size(source: BinaryIO, max_bytes: int) -> None:
+    """Refuse before decoding what the footer says is too large; a footer that lies
+    is caught by the running count in file_batches."""
+    try:
+        metadata = pq.ParquetFile(source).metadata
+    except (pa.ArrowInvalid, OSError):
+        return  # not readable: _parquet says why
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if declared > max_bytes:
+        raise _frame_too_large(max_bytes)
+
+
+def _frame_too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the frame is larger than {max_bytes} bytes once decoded (FRAMEJOBS_MAX_FRAME_BYTES)"
+    )
 
 
 def _csv(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:

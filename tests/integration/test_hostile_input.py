@@ -194,6 +194,47 @@ def test_zero_column_parquet_is_a_422(api_only: TestClient) -> None:
     )
 
 
+@pytest.fixture
+def small_frames(tmp_path: Path) -> Any:
+    settings = fast_settings(
+        f"sqlite:///{tmp_path / 'fj.db'}", tmp_path / "data", max_frame_bytes=10_000_000
+    )
+    with TestClient(create_app(settings, workers=0, migrate=True)) as client:
+        yield client
+
+
+def _compressed(rows: int, value_bytes: int, kind: str) -> bytes:
+    """A file of a few KB holding ``rows * value_bytes`` bytes of text."""
+    table = pa.table({"s": ["x" * value_bytes] * rows})
+    sink = io.BytesIO()
+    if kind == "parquet":
+        pq.write_table(table, sink, compression="zstd", use_dictionary=False, row_group_size=1)
+    else:
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+            writer.write_table(table, max_chunksize=1)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "ctype"),
+    [
+        ("parquet", "f.parquet", "application/vnd.apache.parquet"),
+        ("arrow", "f.arrows", "application/vnd.apache.arrow.stream"),
+    ],
+)
+def test_a_compressed_frame_larger_than_the_limit_once_decoded_is_a_413(
+    small_frames: TestClient, kind: str, name: str, ctype: str
+) -> None:
+    """A 10 KB Parquet file held a 300 MB value: the submit took 3 GB of memory, and
+    a few such files ended the server. The upload limit counts compressed bytes."""
+    data = _compressed(rows=8, value_bytes=2_000_000, kind=kind)
+    assert len(data) < 100_000
+    refused(post_file(small_frames, "sql", name, data, ctype), "once decoded", status=413)
+    fits = _compressed(rows=2, value_bytes=2_000_000, kind=kind)
+    assert post_file(small_frames, "sql", name, fits, ctype).status_code == 202
+
+
 def test_a_result_nested_too_deeply_fails_the_job_clearly(client: TestClient) -> None:
     query = "select " + "[" * 50 + "1" + "]" * 50 + " as l from input"
     job = submit(client, "sql", params={"query": query})
