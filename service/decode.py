@@ -464,7 +464,12 @@ def _odd_rows(values: list[Any], offset: int) -> list[int]:
 
 
 def file_batches(
-    source: BinaryIO, fmt: Format, schema: FrameSchema | None, *, max_bytes: int | None = None
+    source: BinaryIO,
+    fmt: Format,
+    schema: FrameSchema | None,
+    *,
+    max_bytes: int | None = None,
+    max_line_bytes: int | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, bool]]:
     """The file's batches; past ``max_bytes`` decoded, PayloadTooLarge. Parquet and
     Arrow compress: a file of a few KB can hold GBs (one zstd value of 300 MB is 10 KB),
@@ -473,9 +478,12 @@ def file_batches(
     if fmt == "parquet" and max_bytes is not None:
         _check_declared_size(source, max_bytes)
         source.seek(0)
-    readers = {"csv": _csv, "ndjson": _ndjson, "parquet": _parquet, "arrow": _arrow}
+    if fmt == "ndjson":
+        batches = _ndjson(source, schema, max_line_bytes)
+    else:
+        batches = {"csv": _csv, "parquet": _parquet, "arrow": _arrow}[fmt](source, schema)
     decoded = 0
-    for batch, text_source in readers[fmt](source, schema):
+    for batch, text_source in batches:
         decoded += batch.nbytes
         if max_bytes is not None and decoded > max_bytes:
             raise _frame_too_large(max_bytes)
@@ -560,10 +568,12 @@ def _json_texts(
     return values
 
 
-def _ndjson(handle: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
+def _ndjson(
+    handle: BinaryIO, schema: FrameSchema | None, max_line: int | None = None
+) -> Iterator[tuple[pa.RecordBatch, bool]]:
     rows: list[Any] = []
     first = 0
-    for line_no, line in enumerate(handle):
+    for line_no, line in enumerate(_lines(handle, max_line)):
         if not line.strip():
             continue
         try:
@@ -580,6 +590,23 @@ def _ndjson(handle: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.R
             rows = []
     if rows or first == 0:
         yield _batch_from_columns(_columns_from_rows(rows, first), schema, first), False
+
+
+def _lines(handle: BinaryIO, max_line: int | None) -> Iterator[bytes]:
+    """A line is parsed whole, into Python objects that take up to 20 times its size
+    (``[],`` is 3 bytes, an empty list 56): a line may be as long as a JSON body."""
+    if max_line is None:
+        yield from handle
+        return
+    line_no = 0
+    while line := handle.readline(max_line + 1):
+        line_no += 1
+        if len(line.rstrip(b"\r\n")) > max_line:
+            raise PayloadTooLarge(
+                f"NDJSON line {line_no} is longer than {max_line} bytes, the limit of a "
+                "JSON body (FRAMEJOBS_MAX_JSON_BYTES); send wide rows as Parquet or Arrow"
+            )
+        yield line
 
 
 def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:

@@ -82,7 +82,7 @@ def submit(
             return existing, False
     path = _spool_path(services.settings) if frame_file is not None else None
     try:
-        stored = _store_frame(pipeline, spec, frame_file, path, services.settings.max_frame_bytes)
+        stored = _store_frame(pipeline, spec, frame_file, path, services.settings)
         if pipeline.check_params is not None:
             _check_once(services, pipeline, params, stored)
         # Ids sort by time: taken only now, after a large frame took its time to
@@ -167,12 +167,18 @@ def _store_frame(
     spec: JobSpec,
     frame_file: FrameFile | None,
     path: Path | None,
-    max_bytes: int,
+    settings: Settings,
 ) -> StoredFrame:
     schema = pipeline.frame_schema
     mode = spec.validation or pipeline.validation
     if frame_file is not None:
-        batches = file_batches(frame_file.file, frame_file.format, schema, max_bytes=max_bytes)
+        batches = file_batches(
+            frame_file.file,
+            frame_file.format,
+            schema,
+            max_bytes=settings.max_frame_bytes,
+            max_line_bytes=settings.max_json_bytes,
+        )
     elif spec.frame is not None:
         batches = json_frame_batches(spec.frame, schema)
     else:

@@ -235,6 +235,21 @@ def test_a_compressed_frame_larger_than_the_limit_once_decoded_is_a_413(
     assert post_file(small_frames, "sql", name, fits, ctype).status_code == 202
 
 
+def test_an_ndjson_line_longer_than_a_json_body_is_a_413(tmp_path: Path) -> None:
+    """A line is parsed whole into Python objects: 90 MB of ``[],`` took 2.1 GB, so the
+    4 GiB upload limit let one line end the server. A line gets a JSON body's limit."""
+    settings = fast_settings(
+        f"sqlite:///{tmp_path / 'fj.db'}", tmp_path / "data", max_json_bytes=100_000
+    )
+    wide = b'{"a": [' + b"[]," * 40_000 + b"[]]}\n"
+    with TestClient(create_app(settings, workers=0, migrate=True)) as client:
+        ctype = "application/x-ndjson"
+        body = b'{"a": [1]}\n' + wide
+        refused(post_file(client, "sql", "f.ndjson", body, ctype), "NDJSON line 2", status=413)
+        narrow = b'{"a": [1]}\r\n' * 3 + b'{"a": [' + b"1," * 40_000 + b"1]}"
+        assert post_file(client, "sql", "f.ndjson", narrow, ctype).status_code == 202
+
+
 def test_a_result_nested_too_deeply_fails_the_job_clearly(client: TestClient) -> None:
     query = "select " + "[" * 50 + "1" + "]" * 50 + " as l from input"
     job = submit(client, "sql", params={"query": query})
