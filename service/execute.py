@@ -16,6 +16,7 @@ import logging
 import math
 import numbers
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -153,6 +154,12 @@ def _configured(cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 def _drop_input(cursor: duckdb.DuckDBPyConnection) -> None:
     try:
         cursor.unregister("input")
+    except duckdb.Error:
+        pass
+    # A query's setseed() stays with the cursor: the next job's random() and
+    # gen_random_uuid() would follow a sequence the earlier client chose.
+    try:
+        cursor.execute("SELECT setseed(?)", [secrets.randbelow(2**52) / 2**52]).fetchall()
     except duckdb.Error:
         pass
 

@@ -153,6 +153,25 @@ def test_the_sandbox_cannot_read_the_spill_files_of_other_jobs(tmp_path: Path) -
         engines.close()
 
 
+def test_a_seed_one_sql_job_sets_does_not_reach_the_next(tmp_path: Path) -> None:
+    """Sandbox cursors are pooled: a client's setseed() made the next job's random()
+    and gen_random_uuid() values the client could compute in advance."""
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "in.parquet")
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    chosen = duckdb.connect()
+    try:
+        chosen.execute("select setseed(0.42)").fetchall()
+        foreseen = chosen.sql("select random()").fetchall()
+        for query in ("select setseed(0.42) from input", "select random() from input"):
+            with engines.job_cursor(True) as cursor:
+                _input_relation(cursor, tmp_path / "in.parquet", sandboxed=True)
+                drawn = cursor.sql(query).fetchall()
+        assert drawn != foreseen
+    finally:
+        chosen.close()
+        engines.close()
+
+
 class _SlowToInterrupt:
     """A cursor whose interrupt() takes its time, to hold a canceller mid-call."""
 
