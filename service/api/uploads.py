@@ -142,6 +142,9 @@ async def read_multipart_submit(request: Request, limit: int) -> ParsedSubmit:
 
 
 async def _from_form(form: FormData) -> ParsedSubmit:
+    if len(form.getlist("spec")) > 1:
+        # Starlette keeps the last; a proxy or filter in front may judge the first.
+        raise InvalidInput('a multipart submit has one "spec" part, this one has several')
     spec_part: Any = form.get("spec")
     frame_part = form.get("frame")
     if spec_part is None:

@@ -293,6 +293,16 @@ def test_malformed_multipart_is_a_422(
     refused(response, "multipart")
 
 
+def test_two_spec_parts_are_a_422(api_only: TestClient) -> None:
+    """Both were taken and the last one used: a filter in front that reads the first
+    (a harmless pipeline, say) would pass a job it never saw."""
+    queries = ("select 1 as x from input", "select 2 as y from input")
+    specs = [json.dumps({"pipeline": "sql", "params": {"query": q}}) for q in queries]
+    fields = [("spec", (None, spec.encode())) for spec in specs]
+    fields.append(("frame", ("a.csv", b"a\n1\n", "text/csv")))
+    refused(api_only.post("/jobs", files=fields), "has several")
+
+
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
