@@ -52,6 +52,10 @@ _SANDBOX_CONFIG = {
     # directory of the sandbox's own would still be shared by the sql jobs running
     # side by side, so the sandbox does not spill: past memory_limit a query fails.
     "temp_directory": "",
+    # DuckDB derives its secret and extension folders from the user's home and shows
+    # them in duckdb_settings() and in errors: the server's user and paths. The sandbox
+    # reads neither folder, so it gets a home that says nothing.
+    "home_directory": "/nonexistent",
 }
 # Set after connecting: given at connect, it also refuses the temp_directory setting.
 _NO_FILES = "SET enable_external_access=false"

@@ -172,6 +172,25 @@ def test_a_seed_one_sql_job_sets_does_not_reach_the_next(tmp_path: Path) -> None
         engines.close()
 
 
+def test_the_sandbox_shows_no_home_folder_of_the_server(tmp_path: Path) -> None:
+    """duckdb_settings() and the errors of duckdb_extensions() or duckdb_secrets()
+    named the server user's home (/root/.duckdb/...), in results and 422s alike."""
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    home = str(Path.home())
+    try:
+        with engines.job_cursor(True) as cursor:
+            shown = str(cursor.sql("select name, value from duckdb_settings()").fetchall())
+            errors = []
+            for query in ("select * from duckdb_extensions()", "select * from duckdb_secrets()"):
+                with pytest.raises(duckdb.Error) as caught:
+                    cursor.sql(query).fetchall()
+                errors.append(str(caught.value))
+        assert home not in shown
+        assert all(home not in error for error in errors), errors
+    finally:
+        engines.close()
+
+
 class _SlowToInterrupt:
     """A cursor whose interrupt() takes its time, to hold a canceller mid-call."""
 
