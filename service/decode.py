@@ -616,7 +616,7 @@ def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
         batches = parquet.iter_batches(batch_size=BATCH_ROWS)
         for batch in _or_empty(batches, parquet.schema_arrow):
             yield _valid_text(batch), False
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, MemoryError) as exc:
         raise InvalidFrame(f"could not read the Parquet file: {_first_line(exc)}") from exc
 
 
@@ -632,7 +632,9 @@ def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         for batch in _or_empty(map(_valid_text, batches), reader.schema):
             yield batch, False
-    except (pa.ArrowInvalid, OSError) as exc:
+    # MemoryError: a compressed buffer says how large it is once decompressed, and
+    # Arrow allocates that first; a 2 KB file that claims exabytes ended in a 500.
+    except (pa.ArrowInvalid, OSError, MemoryError) as exc:
         raise InvalidFrame(f"could not read the Arrow IPC data: {_first_line(exc)}") from exc
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,21 @@ def test_a_compressed_frame_larger_than_the_limit_once_decoded_is_a_413(
     refused(post_file(small_frames, "sql", name, data, ctype), "once decoded", status=413)
     fits = _compressed(rows=2, value_bytes=2_000_000, kind=kind)
     assert post_file(small_frames, "sql", name, fits, ctype).status_code == 202
+
+
+def test_arrow_buffers_claiming_exabytes_are_a_422(api_only: TestClient) -> None:
+    """Arrow allocates a compressed buffer's declared size before decompressing it:
+    a 2 KB stream declaring 4 EiB made malloc fail, and the submit a 500."""
+    table = pa.table({"a": pa.array(range(1000), pa.int64())})
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    data = bytearray(sink.getvalue())
+    at = data.find(struct.pack("<q", 8000))  # the buffer's decompressed length
+    data[at : at + 8] = struct.pack("<q", 2**62)
+    ctype = "application/vnd.apache.arrow.stream"
+    refused(post_file(api_only, "sql", "f.arrows", bytes(data), ctype), "Arrow IPC")
 
 
 def test_an_ndjson_line_longer_than_a_json_body_is_a_413(tmp_path: Path) -> None:
