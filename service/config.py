@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_json_bytes: int = Field(default=64 * 1024**2, gt=0)
     max_frame_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_frame_columns: int = Field(default=10_000, ge=1)
     max_result_bytes: int = Field(default=4 * 1024**3, gt=0)
     payload_chunk_bytes: int = Field(default=4 * 1024**2, ge=1024, le=256 * 1024**2)
 

@@ -183,7 +183,9 @@ def _store_frame(
         batches = json_frame_batches(spec.frame, schema)
     else:
         raise InvalidFrame("the request has no frame")
-    return write_frame(batches, schema, mode=mode, dest=path)
+    return write_frame(
+        batches, schema, mode=mode, dest=path, max_columns=settings.max_frame_columns
+    )
 
 
 def _check_once(
