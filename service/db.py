@@ -9,6 +9,7 @@ Read-only work uses :func:`reading`, which begins a deferred transaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import weakref
@@ -53,7 +54,12 @@ def make_engine(settings: Settings) -> Engine:
 def _sqlite_engine(url: sa.URL, synchronous: str) -> Engine:
     # (a "file:" URI names its file itself: no folder to make for it)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The file holds every payload and, unless FRAMEJOBS_WEBHOOK_SECRETS is set, the
+        # generated signing secret: under the usual umask SQLite made it readable by
+        # every user of the host. SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},

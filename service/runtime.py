@@ -59,7 +59,8 @@ class Runtime:
         engines: Engines | None = None
         try:
             _check_database(engine, settings, migrate=migrate)
-            settings.spool_dir.mkdir(parents=True, exist_ok=True)
+            # Inputs and results wait here as files: the owner's alone, like the database.
+            settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             spool.sweep(settings.spool_dir)
             registry = _registry(settings)
             engines = _engines(settings, workers)

@@ -109,7 +109,7 @@ def submit(
 
 def _spool_path(settings: Settings) -> Path:
     """A file upload is written to disk as Parquet; a JSON frame stays in memory."""
-    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return settings.spool_dir / spool.owned(f"{secrets.token_hex(8)}.input.parquet")
 
 

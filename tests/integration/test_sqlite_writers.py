@@ -3,7 +3,10 @@ in SQLite's sleeping busy handler (service/db.py)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +15,7 @@ from sqlalchemy.engine import Engine
 from service import db
 from service.config import Settings
 from service.db import make_engine, reading, writing
+from service.runtime import Runtime
 
 
 @pytest.fixture
@@ -76,3 +80,31 @@ def test_synchronous_level_follows_the_setting(
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
     finally:
         engine.dispose()
+
+
+def test_the_database_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """They hold every payload and the generated webhook signing secret; under the
+    usual umask (022) SQLite made them readable by every user of the host."""
+    previous = os.umask(0o022)
+    try:
+        engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'fj.db'}"))
+        with writing(engine) as conn:
+            conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        files = sorted(tmp_path.glob("fj.db*"))
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert "fj.db-wal" in modes and set(modes.values()) == {0o600}, modes
+
+
+def test_the_spool_folder_is_its_owners_only(tmp_path: Path) -> None:
+    """Uploaded inputs and results wait there as Parquet files."""
+    previous = os.umask(0o022)
+    try:
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'fj.db'}", data_dir=tmp_path)
+        runtime = Runtime.start(settings, workers=0, migrate=True)
+        runtime.stop()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(settings.spool_dir.stat().st_mode) == 0o700
