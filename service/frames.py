@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -79,7 +80,7 @@ def schema_of(model: type[BaseModel]) -> FrameSchema:
 
 
 def _column(name: str, field: FieldInfo) -> Column:
-    declared, nullable = arrow_type_of(field.annotation, field)
+    declared, nullable = arrow_type_of(field.annotation, field.metadata)
     arrow_type = nested.relaxed(declared)
     aliases = _aliases(name, field)
     required = field.is_required()
@@ -144,16 +145,22 @@ def _refuse_nested_constraints(annotation: Any, metadata: list[Any], where: str)
         )
 
 
-def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.DataType, bool]:
-    """Arrow type of a Python annotation, and whether it admits None."""
+def arrow_type_of(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[pa.DataType, bool]:
+    """Arrow type of a Python annotation, and whether it admits None. ``metadata`` is
+    the field's; ``Annotated`` adds its own on the way down, since pydantic lifts it
+    onto the field only at the top (``condecimal(...) | None`` keeps its digits there)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return arrow_type_of(typing.get_args(annotation)[0], field)
+        bare, *extra = typing.get_args(annotation)
+        found = [
+            m for item in extra for m in (item.metadata if isinstance(item, FieldInfo) else [item])
+        ]
+        return arrow_type_of(bare, [*metadata, *found])
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
             raise TypeError(f"unsupported union column type {annotation!r}")
-        return arrow_type_of(args[0], field)[0], True
+        return arrow_type_of(args[0], metadata)[0], True
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
         _refuse_nested_constraints(item, [], f"list item {item!r}")
@@ -163,10 +170,11 @@ def arrow_type_of(annotation: Any, field: FieldInfo | None = None) -> tuple[pa.D
         for n, f in annotation.model_fields.items():
             _refuse_nested_constraints(f.annotation, f.metadata, f"field {n!r}")
         fields = [
-            pa.field(n, *arrow_type_of(f.annotation, f)) for n, f in annotation.model_fields.items()
+            pa.field(n, *arrow_type_of(f.annotation, f.metadata))
+            for n, f in annotation.model_fields.items()
         ]
         return pa.struct(fields), False
-    return _scalar_type(annotation, field), False
+    return _scalar_type(annotation, metadata), False
 
 
 _SCALARS: dict[Any, pa.DataType] = {
@@ -183,9 +191,9 @@ _SCALARS: dict[Any, pa.DataType] = {
 }
 
 
-def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
+def _scalar_type(annotation: Any, metadata: Sequence[Any]) -> pa.DataType:
     if annotation is decimal.Decimal:
-        return _decimal_type(field)
+        return _decimal_type(metadata)
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     allowed = constraints.choices(annotation)
@@ -194,10 +202,10 @@ def _scalar_type(annotation: Any, field: FieldInfo | None) -> pa.DataType:
     raise TypeError(f"unsupported column type {annotation!r}")
 
 
-def _decimal_type(field: FieldInfo | None) -> pa.DataType:
+def _decimal_type(metadata: Sequence[Any]) -> pa.DataType:
     """decimal128(max_digits, decimal_places); (38, 9) when the field sets neither."""
     limits = {"max_digits": None, "decimal_places": None}
-    for meta in field.metadata if field else ():
+    for meta in metadata:
         for key in limits:
             if getattr(meta, key, None) is not None:
                 limits[key] = getattr(meta, key)

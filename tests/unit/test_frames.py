@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NaiveDatetime,
+    condecimal,
 )
 
 from service.errors import InvalidFrame
@@ -106,6 +107,41 @@ def test_unsupported_annotations_are_refused(annotation: Any, message: str) -> N
     model = type("M", (BaseModel,), {"__annotations__": {"x": annotation}})
     with pytest.raises(TypeError, match=message):
         schema_of(model)
+
+
+class Cents(BaseModel):
+    due: condecimal(max_digits=6, decimal_places=2) | None = None
+
+
+class DigitsEverywhere(BaseModel):
+    maybe: condecimal(max_digits=6, decimal_places=2) | None = None
+    annotated: Annotated[Decimal, Field(max_digits=6, decimal_places=2)] | None = None
+    items: list[condecimal(max_digits=6, decimal_places=2)]
+    inner: Cents
+
+
+def test_decimal_digits_hold_under_optional_lists_and_structs() -> None:
+    """max_digits/decimal_places shape the column wherever the Decimal sits: a value
+    the model refuses (too many digits or places) must not fit the column either."""
+    cents = pa.decimal128(6, 2)
+    types = {f.name: f.type for f in schema_of(DigitsEverywhere).arrow}
+    assert types["maybe"] == cents
+    assert types["annotated"] == cents
+    assert types["items"].value_type == cents
+    assert types["inner"].field("due").type == cents
+    errors = errors_of(
+        lambda: conform(
+            {
+                "maybe": pa.array(["12.345"]),
+                "items": pa.array([["1.5"]]),
+                "inner": pa.array([{"due": "1.5"}]),
+            },
+            schema_of(DigitsEverywhere),
+            mode="coerce",
+            text=True,
+        )
+    )
+    assert [e["column"] for e in errors] == ["maybe"]
 
 
 class Billing(BaseModel):
