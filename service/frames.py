@@ -80,7 +80,10 @@ def schema_of(model: type[BaseModel]) -> FrameSchema:
 
 
 def _column(name: str, field: FieldInfo) -> Column:
-    declared, nullable = arrow_type_of(field.annotation, field.metadata)
+    try:
+        declared, nullable = arrow_type_of(field.annotation, field.metadata)
+    except TypeError as exc:
+        raise TypeError(f"column {name!r}: {exc}") from exc
     arrow_type = nested.relaxed(declared)
     aliases = _aliases(name, field)
     required = field.is_required()

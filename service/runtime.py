@@ -21,7 +21,7 @@ from service.loopread import Reader
 from service.metrics import Metrics
 from service.notify import Hub
 from service.pglisten import Listener
-from service.pipelines import PipelineModuleError, Registry, load_registry
+from service.pipelines import Registry, load_registry
 from service.revisions import check_schema, upgrade
 from service.secrets import signing_secrets
 from service.ssrf import Resolver, system_resolver
@@ -170,8 +170,8 @@ def _engines(settings: Settings, workers: int) -> Engines:
 def _registry(settings: Settings) -> Registry:
     try:
         return load_registry(settings)
-    except PipelineModuleError as exc:
-        raise StartupError(f"cannot load the pipelines: {exc}") from exc
+    except StartupError:
+        raise
     except Exception as exc:
         raise StartupError(f"cannot load the pipelines: {type(exc).__name__}: {exc}") from exc
 

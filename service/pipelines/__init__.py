@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from service.config import Settings
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput, NotFound, StartupError, first_line
 from service.frames import FrameSchema, Mode, schema_of
 
 log = logging.getLogger("framejobs.pipelines")
@@ -118,12 +118,21 @@ def pipeline(
             validation=validation,
             sandboxed=sandboxed,
             check_params=check_params,
-            frame_schema=schema_of(input) if input is not None else None,
+            frame_schema=_frame_schema(name, input),
             input_schema=_json_schema(name, input),
             params_schema=_json_schema(name, params),
         )
 
     return wrap
+
+
+def _frame_schema(name: str, model: type[BaseModel] | None) -> FrameSchema | None:
+    if model is None:
+        return None
+    try:
+        return schema_of(model)
+    except TypeError as exc:  # the start shows one line: it must say where to look
+        raise TypeError(f"pipeline {name!r}, input model {model.__name__}: {exc}") from exc
 
 
 def _json_schema(name: str, model: type[BaseModel] | None) -> dict[str, Any] | None:
@@ -176,10 +185,6 @@ def pipelines_in(module: ModuleType) -> list[Pipeline]:
     return [value for value in vars(module).values() if isinstance(value, Pipeline)]
 
 
-class PipelineModuleError(Exception):
-    """A pipeline module that could not be imported; the message names it."""
-
-
 def load_registry(settings: Settings) -> Registry:
     names = ["service.pipelines.examples", *settings.pipelines]
     if settings.sql_pipeline_enabled:
@@ -188,11 +193,10 @@ def load_registry(settings: Settings) -> Registry:
     for module_name in dict.fromkeys(names):  # a module named twice is loaded once
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
-            # the import's own error names what was missing or broken, not which module
-            # of FRAMEJOBS_PIPELINES needed it
-            raise PipelineModuleError(
-                f"module {module_name!r}: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # the error alone rarely says which module it was
+            raise StartupError(
+                f"cannot load the pipeline module {module_name!r}: "
+                f"{type(exc).__name__}: {first_line(exc)}"
             ) from exc
         found.extend(pipelines_in(module))
     return Registry(found)
