@@ -7,11 +7,11 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from pydantic import BaseModel
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -84,7 +84,7 @@ def submit(
     try:
         stored = _store_frame(pipeline, spec, frame_file, path, services.settings)
         if pipeline.check_params is not None:
-            _check_once(services, pipeline, params, stored)
+            _check_once(services, pipeline, spec.params, params, stored)
         # Ids sort by time: taken only now, after a large frame took its time to
         # convert, so that job lists (newest first) come close to the order of commits.
         # Not exactly: copying a large payload into the database still takes time, and
@@ -189,10 +189,17 @@ def _store_frame(
 
 
 def _check_once(
-    services: Services, pipeline: Pipeline, params: object, stored: StoredFrame
+    services: Services,
+    pipeline: Pipeline,
+    raw: Mapping[str, Any] | None,
+    params: object,
+    stored: StoredFrame,
 ) -> None:
-    dumped = params.model_dump_json() if isinstance(params, BaseModel) else repr(params)
-    key = (pipeline.name, dumped, json.dumps(stored.columns))
+    # Keyed by the params as sent (JSON, so they always dump), not as validated: a
+    # dump hides secrets (every SecretStr is '**********') and fails on fields of
+    # arbitrary types.
+    sent = json.dumps(raw, sort_keys=True)
+    key = (pipeline.name, sent, json.dumps(stored.columns))
     if key in services.checked:
         return
     _check_params(services.engines, pipeline, params, stored)

@@ -250,6 +250,18 @@ def test_the_pipeline_gets_the_params_submit_validated(client: TestClient) -> No
     assert client.get(f"/jobs/{job['id']}/result").json()["rows"] == [{"max_rows": 7, "n": 6}]
 
 
+def test_check_params_runs_for_params_that_dump_alike_or_not_at_all(
+    api_only: TestClient,
+) -> None:
+    """Every secret dumps as '**********', so a check cached by the dumped params let
+    a wrong token through after a right one; a field with no JSON form made a 500."""
+    frame = {"columns": {"a": [1]}}
+    good = {"pipeline": "guarded", "params": {"token": "open sesame"}, "frame": frame}
+    assert api_only.post("/jobs", json=good).status_code == 202
+    bad = {"pipeline": "guarded", "params": {"token": "guess"}, "frame": frame}
+    assert problem(api_only.post("/jobs", json=bad), 422)["detail"] == "wrong token"
+
+
 def test_trailing_slashes_are_not_redirected(api_only: TestClient) -> None:
     """Starlette would redirect to a URL built from the client's Host header."""
     response = api_only.get("/jobs/", headers={"Host": "evil.example"}, follow_redirects=False)

@@ -13,9 +13,17 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-from pydantic import AwareDatetime, BaseModel, Field, NaiveDatetime, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NaiveDatetime,
+    SecretStr,
+    field_validator,
+)
 
-from service.errors import TransientError
+from service.errors import InvalidInput, TransientError
 from service.pipelines import Context, pipeline
 
 
@@ -217,4 +225,25 @@ def shipments(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRe
 
 @pipeline("readings", input=Reading)
 def readings(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    return frame
+
+
+class Opaque:
+    """A params field pydantic can hold but neither describe nor dump as JSON."""
+
+
+class GuardedParams(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    token: SecretStr
+    helper: Opaque = Field(default_factory=Opaque)
+
+
+def check_token(params: GuardedParams, connection: duckdb.DuckDBPyConnection) -> None:
+    if params.token.get_secret_value() != "open sesame":
+        raise InvalidInput("wrong token")
+
+
+@pipeline("guarded", params=GuardedParams, check_params=check_token)
+def guarded(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     return frame
