@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import duckdb
 import pyarrow.dataset as pads
@@ -296,11 +296,7 @@ def run_pipeline(
                 raise PipelineError(f"the query was interrupted: {_first_line(exc)}") from exc
             raise handle.stop_error() from exc
         except JobError as exc:
-            # A pipeline that wraps the interrupt in an error of its own (say a
-            # TransientError) still ended because it was stopped: say why.
-            if handle.reason is not None:
-                raise handle.stop_error() from exc
-            raise
+            _raise_job_error(handle, exc, input_path, result_path)
         except (duckdb.InternalException, duckdb.FatalException) as exc:
             engines.recover(pipeline.sandboxed)
             raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
@@ -317,6 +313,23 @@ def run_pipeline(
             raise PipelineError(_scrubbed(message, input_path, result_path)) from exc
         finally:
             handle.attach(None)
+
+
+def _raise_job_error(
+    handle: ExecutionHandle, exc: JobError, input_path: Path, result_path: Path
+) -> NoReturn:
+    """End the job as a job error raised while the pipeline ran says, or as it should."""
+    # A pipeline that wraps the interrupt in an error of its own (say a
+    # TransientError) still ended because it was stopped: say why.
+    if handle.reason is not None:
+        raise handle.stop_error() from exc
+    message = _scrubbed(_first_line(exc), input_path, result_path)
+    if not isinstance(exc, PipelineError):
+        # Stops are the service's to raise: a made-up Interrupted would be re-queued
+        # with its attempt given back, and run again at once, forever.
+        raise PipelineError(f"{type(exc).__name__}: {message}") from exc
+    exc.detail = message  # shown to clients, as any other pipeline error
+    raise exc
 
 
 def _input_relation(

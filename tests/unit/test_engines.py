@@ -15,7 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.config import Settings
-from service.errors import PipelineError
+from service.errors import (
+    Interrupted,
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    LeaseExpired,
+    PipelineError,
+    TransientError,
+)
 from service.execute import Engines, ExecutionHandle, _input_relation, run_pipeline
 from service.pipelines import Context, Pipeline, load_registry
 
@@ -246,6 +254,36 @@ def test_an_interrupt_the_service_did_not_send_is_a_pipeline_error(tmp_path: Pat
 
     with pytest.raises(PipelineError, match="interrupted"):
         _run_once(tmp_path, Pipeline("self_interrupting", self_interrupting), tmp_path)
+
+
+@pytest.mark.parametrize("stop", [Interrupted, JobCancelled, JobTimeout, LeaseExpired])
+def test_a_stop_error_the_service_did_not_send_is_a_pipeline_error(
+    tmp_path: Path, stop: type[JobError]
+) -> None:
+    """A pipeline raising Interrupted itself had its attempt given back and ran again
+    at once, forever; the other stops would end it as though the service had."""
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "input.parquet")
+
+    def stopping(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise stop("made up")
+
+    with pytest.raises(PipelineError) as caught:
+        _run_once(tmp_path, Pipeline("stopping", stopping), tmp_path)
+    assert type(caught.value) is PipelineError
+    assert caught.value.detail == f"{stop.__name__}: made up"
+
+
+def test_a_pipeline_error_of_its_own_is_one_line_without_paths(tmp_path: Path) -> None:
+    """A TransientError wrapping a DuckDB error names the input file: shown as is, that
+    leaked the server's paths, and a traceback-like text its every line."""
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "input.parquet")
+
+    def wrapping(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise TransientError(f"upstream: {tmp_path / 'input.parquet'} failed\nat line 2")
+
+    with pytest.raises(TransientError) as caught:
+        _run_once(tmp_path, Pipeline("wrapping", wrapping), tmp_path)
+    assert caught.value.detail == "upstream: <job folder>/input.parquet failed"
 
 
 def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
