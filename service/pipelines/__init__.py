@@ -105,6 +105,7 @@ def pipeline(
     check_params: ParamsCheck | None = None,
 ) -> Callable[[PipelineFunc], Pipeline]:
     """Declare a pipeline. The function receives a context and the input relation."""
+    _check_options(name, max_attempts, timeout_s, validation)
 
     def wrap(func: PipelineFunc) -> Pipeline:
         return Pipeline(
@@ -124,6 +125,32 @@ def pipeline(
         )
 
     return wrap
+
+
+# A submit's own bounds (schemas.JobSpec): a pipeline's defaults stand in for them.
+_MAX_NAME, _MAX_ATTEMPTS, _MAX_TIMEOUT_S = 200, 100, 7 * 24 * 3600
+
+
+def _check_options(
+    name: object, max_attempts: object, timeout_s: object, validation: object
+) -> None:
+    """Refuse at import what a submit could not send: taken as given, 'Strict' was
+    strict yet shown as no mode a client knows, and a timeout of -1 s timed out."""
+    if not isinstance(name, str) or not 1 <= len(name) <= _MAX_NAME:
+        raise ValueError(f"a pipeline name is text of 1 to {_MAX_NAME} characters, not {name!r}")
+    where = f"pipeline {name!r}"
+    if max_attempts is not None and (
+        type(max_attempts) is not int or not 1 <= max_attempts <= _MAX_ATTEMPTS
+    ):
+        raise ValueError(f"{where}: max_attempts is an int from 1 to {_MAX_ATTEMPTS}")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= _MAX_TIMEOUT_S  # NaN fails this too
+    ):
+        raise ValueError(f"{where}: timeout_s is seconds, above 0 and at most {_MAX_TIMEOUT_S}")
+    if validation not in ("coerce", "strict"):
+        raise ValueError(f"{where}: validation is 'coerce' or 'strict', not {validation!r}")
 
 
 def _frame_schema(name: str, model: type[BaseModel] | None) -> FrameSchema | None:

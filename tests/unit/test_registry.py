@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -65,3 +66,26 @@ def test_a_module_that_fails_to_import_is_named(
     settings = Settings(data_dir=tmp_path, pipelines=["fj_broken_ops"])
     with pytest.raises(StartupError, match=r"'fj_broken_ops'.*ModuleNotFoundError.*fj_no_such"):
         load_registry(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("", {}, "name"),
+        ("x" * 201, {}, "name"),
+        ("ok", {"max_attempts": 0}, "max_attempts"),
+        ("ok", {"max_attempts": "3"}, "max_attempts"),
+        ("ok", {"max_attempts": True}, "max_attempts"),
+        ("ok", {"timeout_s": -1}, "timeout_s"),
+        ("ok", {"timeout_s": float("nan")}, "timeout_s"),
+        ("ok", {"validation": "Strict"}, "validation"),
+    ],
+)
+def test_pipeline_options_a_submit_could_not_send_are_refused_at_import(
+    name: str, options: dict[str, Any], message: str
+) -> None:
+    """They were taken as given: 'Strict' validated strictly but showed as a mode no
+    client can send, a timeout of -1 s timed jobs out at once, an empty name could
+    not be submitted to."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        pipeline(name, **options)(_noop)
