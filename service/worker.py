@@ -62,6 +62,7 @@ log = logging.getLogger("framejobs.worker")
 class _Running:
     handle: ExecutionHandle
     attempt: finish.Attempt
+    pipeline: str
     last_written: tuple[float | None, str | None] = (None, None)
 
 
@@ -74,7 +75,8 @@ class Outcome:
 
 
 class Worker:
-    join_s = 10.0  # how long stop() waits for the claimer, then for the monitor threads
+    # How long stop() waits for the claimer, for interrupted jobs, for the monitor threads
+    join_s = 10.0
     # Worker ids alive in this process: a restarted process can get the pid of a dead
     # one, so "same pid" alone does not mean "alive".
     _live_ids: frozenset[str] = frozenset()
@@ -143,7 +145,8 @@ class Worker:
             for running in self._snapshot():
                 running.handle.interrupt("shutdown")
             self._hurry.clear()  # now wait for the interrupted jobs to be saved
-            self._wait_idle(10.0)
+            if not self._wait_idle(self.join_s):
+                self._log_deaf()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self._monitor_stop.set()
@@ -152,6 +155,18 @@ class Worker:
             thread.join(max(0.0, deadline - time.monotonic()))
         with Worker._live_lock:
             Worker._live_ids = Worker._live_ids - {self.id}
+
+    def _log_deaf(self) -> None:
+        # Python between queries only stops at its next progress() or check_cancelled()
+        # call; until it returns, its thread keeps the process from exiting.
+        for running in self._snapshot():
+            log.warning(
+                "job %s (pipeline %r) did not stop when interrupted: it runs Python that "
+                "calls neither ctx.progress() nor ctx.check_cancelled(); the process "
+                "exits once it returns",
+                running.attempt.job_id,
+                running.pipeline,
+            )
 
     def hurry(self) -> None:
         """End the grace period now (a second SIGTERM/SIGINT): interrupt and re-queue."""
@@ -263,7 +278,7 @@ class Worker:
                 timeout_s=job["timeout_s"],
             )
             with self._lock:
-                self._running[job["id"]] = _Running(handle, attempt)
+                self._running[job["id"]] = _Running(handle, attempt, pipeline.name)
             if job["cancel_requested"]:
                 handle.interrupt("cancel")
             input_path = self._input(job, workdir)

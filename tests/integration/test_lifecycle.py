@@ -536,6 +536,45 @@ def test_a_claim_that_outlasts_stop_gives_its_job_back(
     assert row["attempt"] == 0 and row["worker_id"] is None
 
 
+def test_stop_names_the_jobs_its_interrupt_did_not_reach(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pipeline in Python that checks for no stop holds the process until it returns;
+    the operator waiting for the exit must learn which job, and why."""
+    settings = fast_settings(sqlite_url, tmp_path / "data", rescue_interval_s=3600)
+    monkeypatch.setattr(Worker, "join_s", 0.2)
+    with TestClient(create_app(settings, workers=0)) as api:
+        job = submit(api, "deaf", params={"seconds": 2})
+    engine, engines = make_engine(settings), Engines(settings, job_slots=1)
+    worker = Worker(
+        engine=engine,
+        settings=settings,
+        registry=load_registry(settings),
+        engines=engines,
+        hub=Hub(),
+        concurrency=1,
+    )
+    worker.start()
+    try:
+        wait_for(lambda: _status(settings, job["id"]) == "running", what="the job to start")
+        worker.stop(grace_s=0.1)
+        assert f"job {job['id']} (pipeline 'deaf') did not stop" in caplog.text
+        # it still ends as the shutdown made it, once its Python returns
+        row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
+        assert row["attempt"] == 0
+    finally:
+        engines.close()
+        engine.dispose()
+
+
+def _status(settings: Settings, job_id: str) -> str | None:
+    row = _job_row(settings, job_id)
+    return None if row is None else str(row["status"])
+
+
 def _queued_again(settings: Settings, job_id: str) -> RowMapping | None:
     row = _job_row(settings, job_id)
     return row if row is not None and row["status"] == "queued" and row["error_type"] else None

@@ -247,3 +247,12 @@ def check_token(params: GuardedParams, connection: duckdb.DuckDBPyConnection) ->
 @pipeline("guarded", params=GuardedParams, check_params=check_token)
 def guarded(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     return frame
+
+
+@pipeline("deaf", params=SleepParams)
+def deaf(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """Python that never calls ctx.progress() or ctx.check_cancelled(): no stop reaches it."""
+    deadline = time.monotonic() + ctx.params.seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return frame
