@@ -107,13 +107,15 @@ def _is_constraint(item: Any) -> bool:
         return not item.allow_inf_nan
     if isinstance(item, tuple(_BUILDERS)):
         return True
-    return _pattern_of(item) is not None or _unknown(item)
+    return _pattern_of(item) is not None or bool(_transforms(item)) or _unknown(item)
 
 
 def _check(item: Any, column_type: pa.DataType) -> Check | None:
     for kind, build in _BUILDERS.items():
         if isinstance(item, kind):
             return build(item, column_type)
+    if changes := _transforms(item):
+        raise TypeError(f"{' and '.join(changes)} {_CHANGE}")
     pattern = _pattern_of(item)
     if pattern is not None:
         return _pattern(pattern)
@@ -129,6 +131,32 @@ def _pattern_of(item: Any) -> str | None:
         return None
     pattern = getattr(item, "pattern", None)
     return pattern if isinstance(pattern, str) else None
+
+
+# Pydantic's string rules that change a value rather than check it.
+_STRING_TRANSFORMS = ("strip_whitespace", "to_lower", "to_upper")
+_CHANGE = "change values, and a frame is not changed: do it in the pipeline"
+
+
+def _transforms(item: Any) -> list[str]:
+    if type(item).__name__ != "_PydanticGeneralMetadata":
+        return []
+    return [name for name in _STRING_TRANSFORMS if getattr(item, name, None)]
+
+
+def config_rules(config: Any) -> None:
+    """Refuse a model_config string rule: it applies to every str field, unchecked here."""
+    rules = [
+        key for key in ("str_strip_whitespace", "str_to_lower", "str_to_upper") if config.get(key)
+    ]
+    if rules:
+        raise TypeError(f"model_config {' and '.join(rules)} {_CHANGE}")
+    lengths = [key for key in ("str_min_length", "str_max_length") if config.get(key)]
+    if lengths:
+        raise TypeError(
+            f"model_config {' and '.join(lengths)} is not checked on frames; give each "
+            "column its own Field(min_length=..., max_length=...)"
+        )
 
 
 def _unknown(item: Any) -> bool:

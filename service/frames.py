@@ -72,6 +72,7 @@ class FrameSchema:
 
 
 def schema_of(model: type[BaseModel]) -> FrameSchema:
+    constraints.config_rules(model.model_config)
     columns = tuple(_column(name, field) for name, field in model.model_fields.items())
     extra: Literal["forbid", "ignore"] = (
         "ignore" if model.model_config.get("extra") in ("ignore", "allow") else "forbid"
@@ -170,6 +171,7 @@ def arrow_type_of(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[pa.Dat
         item_type, item_nullable = arrow_type_of(item)
         return pa.list_(pa.field("item", item_type, item_nullable)), False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        constraints.config_rules(annotation.model_config)
         for n, f in annotation.model_fields.items():
             _refuse_nested_constraints(f.annotation, f.metadata, f"field {n!r}")
         fields = [

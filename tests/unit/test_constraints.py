@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 import pyarrow as pa
 import pytest
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, constr
 from pydantic.types import FiniteFloat
 
 from service.errors import InvalidFrame
@@ -111,6 +111,45 @@ def test_literal_and_enum_columns_take_the_type_of_their_values() -> None:
 def test_constraints_that_cannot_be_checked_refuse_to_load(annotation: Any, message: str) -> None:
     with pytest.raises(TypeError, match=message):
         schema_of(model(annotation))
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        constr(strip_whitespace=True, min_length=1),
+        Annotated[str, StringConstraints(to_lower=True)],
+        constr(to_upper=True) | None,
+    ],
+)
+def test_string_transforms_refuse_to_load(annotation: Any) -> None:
+    """The model would strip or recase each value; a frame is not changed, so '  ' got
+    past min_length=1 and 'ABC' stayed 'ABC'. Nothing may be silently ignored."""
+    with pytest.raises(TypeError, match="change values"):
+        schema_of(model(annotation))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"str_strip_whitespace": True},
+        {"str_to_lower": True},
+        {"str_to_upper": True},
+        {"str_min_length": 1},
+        {"str_max_length": 3},
+    ],
+)
+def test_string_rules_of_the_model_config_refuse_to_load(config: dict[str, Any]) -> None:
+    """model_config's string rules hold for every str field: they were not applied."""
+    made = type(
+        "Configured",
+        (BaseModel,),
+        {"__annotations__": {"s": str}, "model_config": ConfigDict(**config)},  # type: ignore[typeddict-item]
+    )
+    with pytest.raises(TypeError, match=next(iter(config))):
+        schema_of(made)
+    nesting = type("Nesting", (BaseModel,), {"__annotations__": {"inner": made}})
+    with pytest.raises(TypeError, match=next(iter(config))):
+        schema_of(nesting)
 
 
 def test_constraints_inside_a_nested_model_refuse_to_load() -> None:
