@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import AliasChoices, AliasPath, AwareDatetime, BaseModel, NaiveDatetime
+from pydantic import AliasChoices, AliasPath, AwareDatetime, BaseModel, NaiveDatetime, Strict
 from pydantic.fields import FieldInfo
 
 from service import constraints, nested
@@ -48,6 +48,8 @@ class Column:
     # The type with the model's nested nullability (``type`` is stored, relaxed):
     # set when something inside the column must not be null.
     declared: pa.DataType | None = None
+    # StrictInt, Field(strict=True) or a strict model: strict whatever the job's mode
+    strict: bool = False
 
     @property
     def label(self) -> str:
@@ -73,14 +75,17 @@ class FrameSchema:
 
 def schema_of(model: type[BaseModel]) -> FrameSchema:
     constraints.config_rules(model.model_config)
-    columns = tuple(_column(name, field) for name, field in model.model_fields.items())
+    strict = bool(model.model_config.get("strict"))
+    columns = tuple(
+        _column(name, field, strict=strict) for name, field in model.model_fields.items()
+    )
     extra: Literal["forbid", "ignore"] = (
         "ignore" if model.model_config.get("extra") in ("ignore", "allow") else "forbid"
     )
     return FrameSchema(columns=columns, extra=extra)
 
 
-def _column(name: str, field: FieldInfo) -> Column:
+def _column(name: str, field: FieldInfo, *, strict: bool) -> Column:
     try:
         declared, nullable = arrow_type_of(field.annotation, field.metadata)
     except TypeError as exc:
@@ -100,12 +105,21 @@ def _column(name: str, field: FieldInfo) -> Column:
         default,
         checks,
         declared=declared if declared != arrow_type else None,
+        strict=_strict(strict, [*field.metadata, *inner]),
     )
     try:
         column.filler(1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise TypeError(f"column {name!r}: its default {default!r} is not a {arrow_type}") from exc
     return column
+
+
+def _strict(model_strict: bool, metadata: list[Any]) -> bool:
+    """A field's own Strict wins over the model's, as in pydantic."""
+    for item in metadata:
+        if isinstance(item, Strict):
+            return item.strict
+    return model_strict
 
 
 def _aliases(name: str, field: FieldInfo) -> tuple[str, ...]:
@@ -266,7 +280,8 @@ def conform_batch(
             arrays.append(column.filler(batch.num_rows))
             continue
         array = batch.column(source)
-        arrays.append(_conform_column(array, column, mode, text_source, row_offset, problems))
+        own = "strict" if column.strict else mode
+        arrays.append(_conform_column(array, column, own, text_source, row_offset, problems))
     problems.raise_if_any()
     return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow)
 

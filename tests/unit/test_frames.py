@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NaiveDatetime,
+    StrictInt,
     condecimal,
 )
 
@@ -142,6 +143,35 @@ def test_decimal_digits_hold_under_optional_lists_and_structs() -> None:
         )
     )
     assert [e["column"] for e in errors] == ["maybe"]
+
+
+class StrictColumns(BaseModel):
+    marked: StrictInt
+    field_strict: int | None = Field(default=None, strict=True)
+    optional: StrictInt | None = None
+    lax: int | None = None
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    n: int
+
+
+def test_strict_columns_are_strict_whatever_the_mode() -> None:
+    """StrictInt, Field(strict=True) and a strict model_config were lost on frames: a
+    coerce submit turned "1" into 1 where the model accepts ints only."""
+    text = pa.array(["1"])
+    errors = errors_of(
+        lambda: conform(
+            {"marked": text, "field_strict": text, "optional": text, "lax": text},
+            schema_of(StrictColumns),
+            mode="coerce",
+        )
+    )
+    assert [e["column"] for e in errors] == ["marked", "field_strict", "optional"]
+    errors = errors_of(lambda: conform({"n": text}, schema_of(StrictModel), mode="coerce"))
+    assert [e["column"] for e in errors] == ["n"]
 
 
 class Billing(BaseModel):
