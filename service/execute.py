@@ -42,6 +42,7 @@ from service.pipelines import Pipeline
 
 log = logging.getLogger("framejobs.execute")
 Reason = Literal["cancel", "timeout", "shutdown"]
+MAX_MESSAGE = 1000  # characters of a progress message kept
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
 _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
@@ -197,6 +198,9 @@ class ExecutionHandle:
         # monitor saves it, would fail the monitor instead of the pipeline.
         if message is not None and not isinstance(message, str):
             raise TypeError(f"a progress message is text, not {type(message).__name__}")
+        if message is not None and len(message) > MAX_MESSAGE:
+            # saved with the job and sent with every read and event of it
+            message = message[: MAX_MESSAGE - 1] + "…"
         percent = _finite(done) if total is None else _share(_finite(done), _finite(total))
         with self._lock:
             self._reported = (max(0.0, min(100.0, percent)), message)

@@ -289,6 +289,15 @@ def test_bad_progress_values_fail_the_pipeline_that_sent_them(
     assert done["status"] == "failed" and done["error"]["message"] == error, done
 
 
+def test_a_long_progress_message_is_cut(client: TestClient) -> None:
+    """The message is saved with the job and sent with every read and event: a
+    pipeline's 1 MB of text went out whole on each."""
+    job = submit(client, "bad_progress", params={"message": "x" * 1_000_000})
+    done = wait_status(client, job["id"])
+    assert done["status"] == "completed", done
+    assert done["progress"]["message"] == "x" * 999 + "…"
+
+
 def test_a_timeout_the_pipeline_wraps_is_still_a_timeout(client: TestClient) -> None:
     """Stopped by its timeout, the job says so and is not retried, whatever error
     the pipeline turned the interrupt into."""
