@@ -31,6 +31,7 @@ from service.config import Settings
 from service.decode import StoredFrame, parquet_writer, stored_schema
 from service.errors import (
     Interrupted,
+    InvalidFrame,
     JobCancelled,
     JobError,
     JobTimeout,
@@ -355,21 +356,28 @@ def _write_result(
 ) -> StoredFrame:
     reader = result_reader(result)
     rows = 0
-    schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
-    with parquet_writer(path, schema) as writer:
-        for batch in reader:
-            handle.check_cancelled()
-            writer.write_batch(storable_batch(batch, row_offset=rows))
-            rows += batch.num_rows
-            # One short query (select ... from range(1e12)) writes tens of MB a second
-            # until the disk is full, which fails every other job and write meanwhile.
-            if max_bytes is not None and path.stat().st_size > max_bytes:
-                raise PipelineError(
-                    f"the result is larger than the limit of {max_bytes} bytes"
-                    " (FRAMEJOBS_MAX_RESULT_BYTES)"
-                )
+    try:
+        schema = storable_schema(reader.schema)  # e.g. INTERVAL has no Parquet type
+        with parquet_writer(path, schema) as writer:
+            for batch in reader:
+                handle.check_cancelled()
+                writer.write_batch(storable_batch(batch, row_offset=rows))
+                rows += batch.num_rows
+                _check_result_size(path, max_bytes)
+    except InvalidFrame as exc:  # the checks are the frames', but this is the result
+        raise PipelineError(f"the result's {exc.detail}") from exc
     stored = stored_schema(schema, path)
     return StoredFrame(path, rows, path.stat().st_size, columns_info(stored))
+
+
+def _check_result_size(path: Path, max_bytes: int | None) -> None:
+    # One short query (select ... from range(1e12)) writes tens of MB a second until
+    # the disk is full, which fails every other job and write meanwhile.
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise PipelineError(
+            f"the result is larger than the limit of {max_bytes} bytes"
+            " (FRAMEJOBS_MAX_RESULT_BYTES)"
+        )
 
 
 def _scrubbed(message: str, *paths: Path) -> str:

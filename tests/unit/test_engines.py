@@ -286,6 +286,19 @@ def test_a_pipeline_error_of_its_own_is_one_line_without_paths(tmp_path: Path) -
     assert caught.value.detail == "upstream: <job folder>/input.parquet failed"
 
 
+def test_a_result_that_cannot_be_stored_is_the_pipelines_error(tmp_path: Path) -> None:
+    """It read 'InvalidFrame: column ...', as though the client's frame were wrong."""
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "input.parquet")
+    union = pa.UnionArray.from_sparse(pa.array([0], pa.int8()), [pa.array([1]), pa.array(["a"])])
+
+    def unstorable(ctx: Context, frame: duckdb.DuckDBPyRelation) -> pa.Table:
+        return pa.table({"u": union})
+
+    with pytest.raises(PipelineError) as caught:
+        _run_once(tmp_path, Pipeline("unstorable", unstorable), tmp_path)
+    assert caught.value.detail.startswith("the result's column 'u': sparse_union")
+
+
 def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
     """Run ``pipeline`` over ``job_dir/input.parquet`` on engines of its own."""
     engines = Engines(Settings(data_dir=data_dir), job_slots=1)
