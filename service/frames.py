@@ -19,7 +19,7 @@ import datetime as dt
 import decimal
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,6 +50,8 @@ class Column:
     declared: pa.DataType | None = None
     # StrictInt, Field(strict=True) or a strict model: strict whatever the job's mode
     strict: bool = False
+    # A default_factory, called per row as the model would (a uuid4 or a time each)
+    factory: Callable[[], Any] | None = None
 
     @property
     def label(self) -> str:
@@ -58,6 +60,8 @@ class Column:
 
     def filler(self, rows: int) -> pa.Array:
         """The column a frame without it gets: its default in every row."""
+        if self.factory is not None:
+            return pa.array([self.factory() for _ in range(rows)], type=self.type)
         if self.default is None:
             return pa.nulls(rows, self.type)
         return pa.array([self.default] * rows, type=self.type)
@@ -106,12 +110,19 @@ def _column(name: str, field: FieldInfo, *, strict: bool) -> Column:
         checks,
         declared=declared if declared != arrow_type else None,
         strict=_strict(strict, [*field.metadata, *inner]),
+        factory=_factory(field) if not required else None,
     )
     try:
         column.filler(1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
         raise TypeError(f"column {name!r}: its default {default!r} is not a {arrow_type}") from exc
     return column
+
+
+def _factory(field: FieldInfo) -> Callable[[], Any] | None:
+    if field.default_factory is None:
+        return None
+    return lambda: field.get_default(call_default_factory=True)
 
 
 def _strict(model_strict: bool, metadata: list[Any]) -> bool:

@@ -4,6 +4,7 @@ storable stand-ins. No database."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -429,6 +430,22 @@ def test_missing_columns_take_the_model_defaults() -> None:
         {"a": 1, "b": 7, "c": None, "d": []},
         {"a": 2, "b": 7, "c": None, "d": []},
     ]
+
+
+def test_a_default_factory_is_called_for_each_row() -> None:
+    """It was called once, at import: every row of every job got one uuid4 (or the
+    process's start time, for datetime.now), where the model makes one per row."""
+    counter = itertools.count(1)
+
+    class Stamped(BaseModel):
+        a: int
+        seq: int = Field(default_factory=lambda: next(counter))
+
+    schema = schema_of(Stamped)
+    first = conform({"a": pa.array([1, 2])}, schema, mode="strict")
+    second = conform({"a": pa.array([3])}, schema, mode="strict")
+    seen = first.column("seq").to_pylist() + second.column("seq").to_pylist()
+    assert len(set(seen)) == 3
 
 
 def test_a_default_that_does_not_fit_its_column_is_refused_at_declaration() -> None:
