@@ -120,12 +120,17 @@ class Engines:
             finally:
                 cursor.close()
             return
-        pool = self._sandbox_pool
+        pool, database = self._sandbox_pool, self.sandbox_db
         cursor = pool.get()
         try:
             yield cursor
         finally:
-            _drop_input(cursor)
+            if not _reset_for_next_job(cursor):
+                # The pipeline closed it (`with ctx.connection as con:` does); lent
+                # again, it failed every later job of the slot. The locked sandbox
+                # cannot configure a new cursor: this one shows no DuckDB progress.
+                log.warning("a sandboxed pipeline closed its connection; it was replaced")
+                cursor = database.cursor()
             pool.put(cursor)  # back where it came from, even if that pool was retired
 
     @contextmanager
@@ -157,9 +162,12 @@ def _configured(cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return cursor
 
 
-def _drop_input(cursor: duckdb.DuckDBPyConnection) -> None:
+def _reset_for_next_job(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Drop the job's ``input`` and reseed; False when the cursor was closed under the job."""
     try:
         cursor.unregister("input")
+    except duckdb.ConnectionException:
+        return False
     except duckdb.Error:
         pass
     # A query's setseed() stays with the cursor: the next job's random() and
@@ -168,6 +176,7 @@ def _drop_input(cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.execute("SELECT setseed(?)", [secrets.randbelow(2**52) / 2**52]).fetchall()
     except duckdb.Error:
         pass
+    return True
 
 
 class ExecutionHandle:

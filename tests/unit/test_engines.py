@@ -213,6 +213,20 @@ class _SlowToInterrupt:
         self.calls.append("interrupted")
 
 
+def test_a_sandbox_cursor_its_pipeline_closed_is_not_lent_again(tmp_path: Path) -> None:
+    """`with ctx.connection as con:` closes the job's cursor; back in the pool, it failed
+    every later sandboxed job (each `sql` query) with "Connection already closed"."""
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    try:
+        with engines.job_cursor(True) as cursor:
+            cursor.close()
+        for _ in range(2):
+            with engines.job_cursor(True) as cursor:
+                assert cursor.sql("select 1").fetchall() == [(1,)]
+    finally:
+        engines.close()
+
+
 def test_a_cursor_is_detached_only_after_an_interrupt_in_flight_is_done() -> None:
     """A cancel that read the cursor must finish with it before the job detaches it:
     the cursor then goes back to a pool and the next job must not be interrupted."""
