@@ -12,6 +12,7 @@ from a pool; each goes back with its ``input`` view dropped.
 
 from __future__ import annotations
 
+import decimal
 import logging
 import math
 import numbers
@@ -277,7 +278,8 @@ def _query_progress(connection: duckdb.DuckDBPyConnection | None) -> float:
 
 
 def _finite(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # Decimal is no numbers.Real, yet DuckDB gives one for any sum() over a DECIMAL
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
         raise TypeError(f"progress is a number, not {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"progress is a finite number, not {value}")

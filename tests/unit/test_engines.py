@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import duckdb
@@ -311,6 +313,18 @@ def test_a_result_that_cannot_be_stored_is_the_pipelines_error(tmp_path: Path) -
     with pytest.raises(PipelineError) as caught:
         _run_once(tmp_path, Pipeline("unstorable", unstorable), tmp_path)
     assert caught.value.detail.startswith("the result's column 'u': sparse_union")
+
+
+def test_progress_takes_decimals_as_the_numbers_they_are() -> None:
+    """sum() over a DECIMAL column comes back from DuckDB as a Decimal: reported as
+    progress, it failed the job with 'progress is a number, not Decimal'."""
+    handle = ExecutionHandle(job_id="j", attempt=1, params=None, timeout_s=None)
+    handle.progress(Decimal("1"), Decimal("4"), "a quarter")
+    assert handle.snapshot() == (25.0, "a quarter")
+    handle.progress(Fraction(1, 2), 1)
+    assert handle.snapshot()[0] == 50.0
+    with pytest.raises(ValueError, match="finite"):
+        handle.progress(Decimal("NaN"))
 
 
 def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
