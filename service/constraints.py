@@ -237,7 +237,12 @@ def _pattern(pattern: str) -> Check:
 def _one_of(allowed: tuple[Any, ...], column_type: pa.DataType) -> Check:
     values = pa.array(list(allowed), column_type)
     shown = ", ".join(_show(v) for v in allowed)
-    return Check(f"must be one of {shown}", lambda a: pc.invert(pc.is_in(a, value_set=values)))
+    # is_in says False for a null, not null: without the validity mask every null of
+    # an optional Literal or Enum column was refused as a value outside the choices
+    return Check(
+        f"must be one of {shown}",
+        lambda a: pc.and_(pc.is_valid(a), pc.invert(pc.is_in(a, value_set=values))),
+    )
 
 
 def _show(value: Any) -> str:

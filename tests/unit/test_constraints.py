@@ -73,6 +73,9 @@ def bad_rows(annotation: Any, values: list[Any], offset: int = 0) -> list[dict[s
             [0],
         ),
         (Annotated[int, Field(ge=0)] | None, [None, -1, 1], "must be >= 0", [1]),
+        # a null is no value outside the choices (is_in says False for it, not null)
+        (Literal["a", "b"] | None, [None, "c"], "must be one of 'a', 'b'", [1]),
+        (Color | None, ["r", None, "g"], "must be one of 'r', 'b'", [2]),
     ],
 )
 def test_each_constraint_names_its_rows(
