@@ -50,7 +50,8 @@ class Check:
 def choices(annotation: Any) -> tuple[Any, ...] | None:
     """The allowed values of a ``Literal[...]`` or ``Enum`` annotation, else None."""
     if typing.get_origin(annotation) is typing.Literal:
-        return tuple(typing.get_args(annotation))
+        # None admits nulls (the column is nullable); it is no value to check
+        return tuple(v for v in typing.get_args(annotation) if v is not None)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return tuple(member.value for member in annotation)
     return None

@@ -190,6 +190,8 @@ def arrow_type_of(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[pa.Dat
         if len(args) != 1:
             raise TypeError(f"unsupported union column type {annotation!r}")
         return arrow_type_of(args[0], metadata)[0], True
+    if origin is typing.Literal and None in typing.get_args(annotation):
+        return _scalar_type(annotation, metadata), True
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
         _refuse_nested_constraints(item, [], f"list item {item!r}")

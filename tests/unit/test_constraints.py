@@ -76,6 +76,8 @@ def bad_rows(annotation: Any, values: list[Any], offset: int = 0) -> list[dict[s
         # a null is no value outside the choices (is_in says False for it, not null)
         (Literal["a", "b"] | None, [None, "c"], "must be one of 'a', 'b'", [1]),
         (Color | None, ["r", None, "g"], "must be one of 'r', 'b'", [2]),
+        # None among the values makes the column nullable, as in pydantic
+        (Literal["a", None], [None, "a", "b"], "must be one of 'a'", [2]),
     ],
 )
 def test_each_constraint_names_its_rows(
