@@ -2,7 +2,8 @@
 
 DuckDB's Arrow export is lossy for a few types: HUGEINT and UHUGEINT become
 ``decimal128(38, 0)`` and silently wrap past 38 digits, BIGNUM (VARINT) becomes an
-opaque blob of DuckDB's internal bytes, and TIME WITH TIME ZONE drops its offset.
+opaque blob of DuckDB's internal bytes (so does BIT), and TIME WITH TIME ZONE drops
+its offset.
 Top-level columns of these types are cast in DuckDB first (to DECIMAL(38,0), which
 fails loudly on overflow, or to their text); inside lists, structs and maps they make
 the job fail with a clear error instead of storing wrong values. Repeated column
@@ -28,6 +29,7 @@ _EXACT = {
     "bignum": "VARCHAR",
     "varint": "VARCHAR",
     "time with time zone": "VARCHAR",
+    "bit": "VARCHAR",  # else exported as DuckDB's bytes: '101' as b"\x05\xfd"
 }
 _NESTED = {"list", "array", "struct", "map", "union"}
 
@@ -72,9 +74,9 @@ def _exact(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
             cast = True
         elif _holds_inexact(kind):
             raise PipelineError(
-                f"result column {name!r} is {kind}: a HUGEINT, UHUGEINT, BIGNUM or TIME WITH "
-                "TIME ZONE inside a list, struct or map cannot be exported exactly; cast it "
-                "in the query (e.g. to DECIMAL(38,0) or VARCHAR)"
+                f"result column {name!r} is {kind}: a HUGEINT, UHUGEINT, BIGNUM, BIT or TIME "
+                "WITH TIME ZONE inside a list, struct or map cannot be exported exactly; cast "
+                "it in the query (e.g. to DECIMAL(38,0) or VARCHAR)"
             )
         else:
             columns.append(quoted)

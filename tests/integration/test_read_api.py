@@ -189,6 +189,16 @@ def test_wide_integers_are_exact_or_the_job_fails(client: TestClient) -> None:
     assert nested["status"] == "failed" and "cast it" in nested["error"]["message"]
 
 
+def test_bit_strings_are_their_text_or_the_job_fails(client: TestClient) -> None:
+    """DuckDB exports BIT as its own bytes: '101' arrived as b'\\x05\\xfd' (a padding
+    count, then the bits padded with ones), which no client can read."""
+    done = _sql_result(client, "select '101'::BIT as b")
+    assert done["status"] == "completed", done
+    assert client.get(f"/jobs/{done['id']}/result").json()["rows"] == [{"b": "101"}]
+    nested = _sql_result(client, "select ['1'::BIT] as l")
+    assert nested["status"] == "failed" and "cast it" in nested["error"]["message"]
+
+
 def test_repeated_result_column_names_fail_the_job(client: TestClient) -> None:
     done = _sql_result(client, "select 1 as a, 2 as a")
     assert done["status"] == "failed"
