@@ -108,6 +108,11 @@ def pipeline(
     _check_options(name, max_attempts, timeout_s, validation)
 
     def wrap(func: PipelineFunc) -> Pipeline:
+        frame_schema = _frame_schema(name, input)
+        input_schema = _json_schema(name, input)
+        if frame_schema is not None and input_schema is not None and frame_schema.extra == "forbid":
+            # pydantic's default is to ignore extra keys; submit refuses extra columns
+            input_schema.setdefault("additionalProperties", False)
         return Pipeline(
             name=name,
             func=func,
@@ -119,8 +124,8 @@ def pipeline(
             validation=validation,
             sandboxed=sandboxed,
             check_params=check_params,
-            frame_schema=_frame_schema(name, input),
-            input_schema=_json_schema(name, input),
+            frame_schema=frame_schema,
+            input_schema=input_schema,
             params_schema=_json_schema(name, params),
         )
 

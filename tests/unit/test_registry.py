@@ -89,3 +89,23 @@ def test_pipeline_options_a_submit_could_not_send_are_refused_at_import(
     not be submitted to."""
     with pytest.raises((TypeError, ValueError), match=message):
         pipeline(name, **options)(_noop)
+
+
+class Row(BaseModel):
+    a: int
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    a: int
+
+
+def test_the_input_schema_refuses_extra_columns_when_submit_does() -> None:
+    """Submit refuses columns a model does not name unless it says extra='ignore' (or
+    'allow'); pydantic's schema left additionalProperties out, so a client checking
+    rows by it sent extra columns and got a 422."""
+    strict = pipeline("strict_rows", input=Row)(_noop).input_schema
+    loose = pipeline("loose_rows", input=Loose)(_noop).input_schema
+    assert strict is not None and strict["additionalProperties"] is False
+    assert loose is not None and "additionalProperties" not in loose
