@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import duckdb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import TransientError
 from service.pipelines import Context, pipeline
@@ -27,6 +27,8 @@ class Purchase(BaseModel):
 
 
 class TopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt param is an error, not ignored
+
     n: int = Field(default=3, ge=1, le=1000, description="How many users to return.")
     min_total: float = Field(default=0.0, description="Leave out users below this total.")
     fail_attempts: int = Field(
