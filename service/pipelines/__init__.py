@@ -90,6 +90,12 @@ class Pipeline:
                 for e in exc.errors()
             ]
             raise InvalidInput(f"invalid params for pipeline {self.name!r}", errors=errors) from exc
+        except Exception as exc:  # a validator's KeyError, TypeError…: pydantic lets them by
+            log.warning("pipeline %r: its params model raised", self.name, exc_info=exc)
+            raise InvalidInput(
+                f"pipeline {self.name!r} refused the params: {type(exc).__name__}: "
+                f"{first_line(exc)}"
+            ) from exc
 
 
 def pipeline(

@@ -262,6 +262,16 @@ def test_check_params_runs_for_params_that_dump_alike_or_not_at_all(
     assert problem(api_only.post("/jobs", json=bad), 422)["detail"] == "wrong token"
 
 
+def test_a_params_validator_that_raises_another_error_is_a_422(api_only: TestClient) -> None:
+    """Pydantic passes anything but ValueError and AssertionError through: a validator's
+    KeyError made every submit with that value a 500."""
+    body = {"pipeline": "regional", "params": {"region": "mars"}, "frame": {"columns": {"a": [1]}}}
+    detail = problem(api_only.post("/jobs", json=body), 422)["detail"]
+    assert detail == "pipeline 'regional' refused the params: KeyError: 'mars'"
+    body["params"] = {"region": "eu"}
+    assert api_only.post("/jobs", json=body).status_code == 202
+
+
 def test_trailing_slashes_are_not_redirected(api_only: TestClient) -> None:
     """Starlette would redirect to a URL built from the client's Host header."""
     response = api_only.get("/jobs/", headers={"Host": "evil.example"}, follow_redirects=False)

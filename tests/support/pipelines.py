@@ -256,3 +256,20 @@ def deaf(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelatio
     while time.monotonic() < deadline:
         time.sleep(0.01)
     return frame
+
+
+REGIONS = {"eu": "eu-west-1"}
+
+
+class RegionParams(BaseModel):
+    region: str
+
+    @field_validator("region")
+    @classmethod
+    def known(cls, value: str) -> str:
+        return REGIONS[value]  # a KeyError, which pydantic does not turn into a 422
+
+
+@pipeline("regional", params=RegionParams)
+def regional(ctx: Context, frame: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    return frame
