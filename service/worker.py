@@ -300,7 +300,7 @@ class Worker:
             outcome = Outcome(finish.requeue, _REFUND | {"message": str(exc)[:500]})
         except FramejobsError as exc:
             outcome = Outcome(
-                finish.fail, {"error_type": type(exc).__name__, "message": exc.detail}
+                finish.fail, {"error_type": type(exc).__name__, "message": _described(exc)}
             )
         except OSError as exc:
             outcome = self._after_local_failure(job["id"], exc)
@@ -582,6 +582,15 @@ class _Duty:
         except Exception:  # timeouts, heartbeats and rescue must keep running
             self.failures += 1
             log_streak(log, f"monitor ({self.name})", self.failures)
+
+
+def _described(exc: FramejobsError) -> str:
+    """The detail and the first error it sums up: a job's error has no list of them."""
+    if not exc.errors:
+        return exc.detail
+    first = exc.errors[0]
+    where = first.get("field") or first.get("column")
+    return f"{exc.detail}: {where + ': ' if where else ''}{first.get('reason', '')}"
 
 
 def _backoff(failures: int, base_s: float) -> float:

@@ -579,6 +579,31 @@ def test_stop_names_the_jobs_its_interrupt_did_not_reach(
         engine.dispose()
 
 
+def test_params_refused_when_the_job_runs_say_which_field(sqlite_url: str, tmp_path: Path) -> None:
+    """Params are validated again by the worker (a deploy may have changed the model);
+    the job body has no errors list, and its message said only 'invalid params'."""
+    settings = fast_settings(sqlite_url, tmp_path / "data")
+    with TestClient(create_app(settings, workers=0)) as api:
+        job = submit(api, "echo_params", {"columns": {"a": [1]}}, params={"maxRows": 1})
+    engine = make_engine(settings)
+    try:
+        with writing(engine) as conn:  # as stored by a release whose model took text
+            conn.execute(
+                job_table.update()
+                .where(job_table.c.id == job["id"])
+                .values(params={"maxRows": "many"})
+            )
+    finally:
+        engine.dispose()
+    with TestClient(create_app(settings, workers=1)) as client:
+        done = wait_status(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["type"] == "InvalidInput", done
+    assert done["error"]["message"] == (
+        "invalid params for pipeline 'echo_params': maxRows: "
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
+
+
 def _status(settings: Settings, job_id: str) -> str | None:
     row = _job_row(settings, job_id)
     return None if row is None else str(row["status"])
