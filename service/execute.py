@@ -386,8 +386,7 @@ def _check_result_size(path: Path, max_bytes: int | None) -> None:
     # the disk is full, which fails every other job and write meanwhile.
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise PipelineError(
-            f"the result is larger than the limit of {max_bytes} bytes"
-            " (FRAMEJOBS_MAX_RESULT_BYTES)"
+            f"the result is larger than the limit of {max_bytes} bytes (FRAMEJOBS_MAX_RESULT_BYTES)"
         )
 
 
