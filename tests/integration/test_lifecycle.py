@@ -7,6 +7,8 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -521,27 +523,16 @@ def test_a_claim_that_outlasts_stop_gives_its_job_back(
     with TestClient(create_app(settings, workers=0)) as api:
         due = utcnow() + timedelta(seconds=1)
         job = submit(api, "sleepy", params={"seconds": 0.01}, run_after=due.isoformat())
-    engine, engines = make_engine(settings), Engines(settings, job_slots=1)
-    worker = Worker(
-        engine=engine,
-        settings=settings,
-        registry=load_registry(settings),
-        engines=engines,
-        hub=Hub(),
-        concurrency=1,
-    )
-    worker.start()
-    other = sqlite3.connect(settings.sqlite_file, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # another process writing: the next claim waits
-        wait_for(lambda: utcnow() > due, what="the job to be due")
-        worker.stop(grace_s=0.1)
-        other.execute("COMMIT")
-        row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
-    finally:
-        other.close()
-        engines.close()
-        engine.dispose()
+    with _one_slot_worker(settings) as worker:
+        other = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process writing: the next claim waits
+            wait_for(lambda: utcnow() > due, what="the job to be due")
+            worker.stop(grace_s=0.1)
+            other.execute("COMMIT")
+            row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
+        finally:
+            other.close()
     assert row["attempt"] == 0 and row["worker_id"] is None
 
 
@@ -557,6 +548,18 @@ def test_stop_names_the_jobs_its_interrupt_did_not_reach(
     monkeypatch.setattr(Worker, "join_s", 0.2)
     with TestClient(create_app(settings, workers=0)) as api:
         job = submit(api, "deaf", params={"seconds": 2})
+    with _one_slot_worker(settings) as worker:
+        wait_for(lambda: _status(settings, job["id"]) == "running", what="the job to start")
+        worker.stop(grace_s=0.1)
+        assert f"job {job['id']} (pipeline 'deaf') did not stop" in caplog.text
+        # it still ends as the shutdown made it, once its Python returns
+        row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
+        assert row["attempt"] == 0
+
+
+@contextmanager
+def _one_slot_worker(settings: Settings) -> Iterator[Worker]:
+    """A started worker of one slot outside any app, for tests that stop it themselves."""
     engine, engines = make_engine(settings), Engines(settings, job_slots=1)
     worker = Worker(
         engine=engine,
@@ -568,12 +571,7 @@ def test_stop_names_the_jobs_its_interrupt_did_not_reach(
     )
     worker.start()
     try:
-        wait_for(lambda: _status(settings, job["id"]) == "running", what="the job to start")
-        worker.stop(grace_s=0.1)
-        assert f"job {job['id']} (pipeline 'deaf') did not stop" in caplog.text
-        # it still ends as the shutdown made it, once its Python returns
-        row = wait_for(lambda: _queued_again(settings, job["id"]), what="the job given back")
-        assert row["attempt"] == 0
+        yield worker
     finally:
         engines.close()
         engine.dispose()
