@@ -37,6 +37,7 @@ from service.errors import (
     JobError,
     JobTimeout,
     PipelineError,
+    first_line,
 )
 from service.exporting import result_reader
 from service.frames import columns_info, storable_batch, storable_schema
@@ -309,23 +310,23 @@ def run_pipeline(
             return _write_result(handle, result, result_path, max_result_bytes)
         except duckdb.InterruptException as exc:
             if handle.reason is None:  # not ours: the pipeline interrupted itself
-                raise PipelineError(f"the query was interrupted: {_first_line(exc)}") from exc
+                raise PipelineError(f"the query was interrupted: {first_line(exc)}") from exc
             raise handle.stop_error() from exc
         except JobError as exc:
             _raise_job_error(handle, exc, input_path, result_path)
         except (duckdb.InternalException, duckdb.FatalException) as exc:
             engines.recover(pipeline.sandboxed)
-            raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
+            raise PipelineError(_scrubbed(first_line(exc), input_path, result_path)) from exc
         except duckdb.Error as exc:
             if handle.reason is not None:
                 raise handle.stop_error() from exc
-            raise PipelineError(_scrubbed(_first_line(exc), input_path, result_path)) from exc
+            raise PipelineError(_scrubbed(first_line(exc), input_path, result_path)) from exc
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: no use in a job thread
             if handle.reason is not None:
                 raise handle.stop_error() from exc
             # The client sees one line; the pipeline's author needs the traceback.
             log.warning("job %s: pipeline %r raised", handle.job_id, pipeline.name, exc_info=exc)
-            message = type(exc).__name__ + (f": {_first_line(exc)}" if str(exc) else "")
+            message = type(exc).__name__ + (f": {first_line(exc)}" if str(exc) else "")
             raise PipelineError(_scrubbed(message, input_path, result_path)) from exc
         finally:
             handle.attach(None)
@@ -339,7 +340,7 @@ def _raise_job_error(
     # TransientError) still ended because it was stopped: say why.
     if handle.reason is not None:
         raise handle.stop_error() from exc
-    message = _scrubbed(_first_line(exc), input_path, result_path)
+    message = _scrubbed(first_line(exc), input_path, result_path)
     if not isinstance(exc, PipelineError):
         # Stops are the service's to raise: a made-up Interrupted would be re-queued
         # with its attempt given back, and run again at once, forever.
@@ -391,11 +392,11 @@ def _check_result_size(path: Path, max_bytes: int | None) -> None:
 
 
 def _scrubbed(message: str, *paths: Path) -> str:
-    """Job errors are shown to clients: no paths of this machine in them."""
+    """Job errors are shown to clients: no paths of this machine in them. The job's
+    folder first: it may lie under the working directory, and that under home."""
     for folder in {str(p.parent) for p in paths}:
         message = message.replace(folder, "<job folder>")
-    return message.replace(str(Path.home()), "~")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    for folder, shown in ((Path.cwd(), "."), (Path.home(), "~")):
+        if folder != Path(folder.anchor):  # "/" is in every path: never replaced
+            message = message.replace(str(folder), shown)
+    return message

@@ -19,7 +19,13 @@ from service import spool, ssrf
 from service.config import Settings
 from service.db import reading, writing
 from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
-from service.errors import FramejobsError, IdempotencyMismatch, InvalidFrame, InvalidInput
+from service.errors import (
+    FramejobsError,
+    IdempotencyMismatch,
+    InvalidFrame,
+    InvalidInput,
+    first_line,
+)
 from service.execute import Engines
 from service.ids import new_id
 from service.loopread import Reader
@@ -222,7 +228,8 @@ def _check_params(
             raise
         except BaseException as exc:  # as a pipeline's own errors (execute.run_pipeline)
             raise InvalidInput(
-                f"pipeline {pipeline.name!r} refused the params: {type(exc).__name__}: {exc}"
+                f"pipeline {pipeline.name!r} refused the params: {type(exc).__name__}: "
+                f"{first_line(exc)}"
             ) from exc
 
 

@@ -262,6 +262,17 @@ def test_check_params_runs_for_params_that_dump_alike_or_not_at_all(
     assert problem(api_only.post("/jobs", json=bad), 422)["detail"] == "wrong token"
 
 
+def test_a_check_that_fails_with_a_long_message_is_refused_in_one_line(
+    api_only: TestClient,
+) -> None:
+    """A problem's detail is one line: a library's error can carry a traceback-like
+    text, with paths of the server in it, after its first line."""
+    frame = {"columns": {"a": [1]}}
+    body = {"pipeline": "guarded", "params": {"token": "traceback"}, "frame": frame}
+    detail = problem(api_only.post("/jobs", json=body), 422)["detail"]
+    assert detail == "pipeline 'guarded' refused the params: ValueError: token store unreachable"
+
+
 def test_a_params_validator_that_raises_another_error_is_a_422(api_only: TestClient) -> None:
     """Pydantic passes anything but ValueError and AssertionError through: a validator's
     KeyError made every submit with that value a 500."""

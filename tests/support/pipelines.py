@@ -240,7 +240,10 @@ class GuardedParams(BaseModel):
 
 
 def check_token(params: GuardedParams, connection: duckdb.DuckDBPyConnection) -> None:
-    if params.token.get_secret_value() != "open sesame":
+    token = params.token.get_secret_value()
+    if token == "traceback":  # a library's error of many lines, not the pipeline's own
+        raise ValueError("token store unreachable\n  at /srv/vault/client.py:12\n  retry later")
+    if token != "open sesame":
         raise InvalidInput("wrong token")
 
 

@@ -302,6 +302,26 @@ def test_a_pipeline_error_of_its_own_is_one_line_without_paths(tmp_path: Path) -
     assert caught.value.detail == "upstream: <job folder>/input.parquet failed"
 
 
+def test_a_pipeline_error_shows_no_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path a trusted pipeline opens comes back absolute in DuckDB's error:
+    the server's working directory, shown to every client who reads the job."""
+    workdir = tmp_path / "srv" / "framejobs"
+    workdir.mkdir(parents=True)
+    monkeypatch.chdir(workdir)
+
+    def reads_a_relative_file(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise PipelineError(f"cannot open {Path.cwd() / 'lookup.csv'}")
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    pq.write_table(pa.table({"a": [1]}), jobs / "input.parquet")
+    with pytest.raises(PipelineError) as caught:
+        _run_once(tmp_path, Pipeline("reads", reads_a_relative_file), jobs)
+    assert caught.value.detail == "cannot open ./lookup.csv"
+
+
 def test_a_result_that_cannot_be_stored_is_the_pipelines_error(tmp_path: Path) -> None:
     """It read 'InvalidFrame: column ...', as though the client's frame were wrong."""
     pq.write_table(pa.table({"a": [1]}), tmp_path / "input.parquet")
