@@ -396,7 +396,7 @@ def _scrubbed(message: str, *paths: Path) -> str:
     folder first: it may lie under the working directory, and that under home."""
     for folder in {str(p.parent) for p in paths}:
         message = message.replace(folder, "<job folder>")
-    for folder, shown in ((Path.cwd(), "."), (Path.home(), "~")):
-        if folder != Path(folder.anchor):  # "/" is in every path: never replaced
-            message = message.replace(str(folder), shown)
+    for place, shown in ((Path.cwd(), "."), (Path.home(), "~")):
+        if place != Path(place.anchor):  # "/" is in every path: never replaced
+            message = message.replace(str(place), shown)
     return message
