@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.errors import InvalidFrame, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidFrame, PayloadTooLarge, UnsupportedMediaType, first_line
 from service.frames import (
     FrameProblems,
     FrameSchema,
@@ -561,7 +561,7 @@ def _csv(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Record
             yield _csv_text_values(batch, targets, rows), True
             rows += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InvalidFrame(f"could not read the CSV file: {_first_line(exc)}") from exc
+        raise InvalidFrame(f"could not read the CSV file: {first_line(exc)}") from exc
 
 
 def _csv_text_values(
@@ -648,7 +648,7 @@ def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
         for batch in _or_empty(batches, parquet.schema_arrow):
             yield _valid_text(batch), False
     except (pa.ArrowInvalid, OSError, MemoryError) as exc:
-        raise InvalidFrame(f"could not read the Parquet file: {_first_line(exc)}") from exc
+        raise InvalidFrame(f"could not read the Parquet file: {first_line(exc)}") from exc
 
 
 def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.RecordBatch, bool]]:
@@ -666,7 +666,7 @@ def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
     # MemoryError: a compressed buffer says how large it is once decompressed, and
     # Arrow allocates that first; a 2 KB file that claims exabytes ended in a 500.
     except (pa.ArrowInvalid, OSError, MemoryError) as exc:
-        raise InvalidFrame(f"could not read the Arrow IPC data: {_first_line(exc)}") from exc
+        raise InvalidFrame(f"could not read the Arrow IPC data: {first_line(exc)}") from exc
 
 
 def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -677,7 +677,7 @@ def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
     except pa.ArrowInvalid as exc:
         column = _invalid_column(batch)
         raise InvalidFrame(
-            f"column {column!r}: not valid UTF-8 text ({_first_line(exc)})",
+            f"column {column!r}: not valid UTF-8 text ({first_line(exc)})",
             errors=[{"column": column, "reason": "not valid UTF-8 text"}],
         ) from exc
     return batch
@@ -701,7 +701,3 @@ def _or_empty(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[
         yield batch
     if empty:
         yield pa.RecordBatch.from_pylist([], schema=schema)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:300]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, first_line
 from service.pipelines import Context, pipeline
 
 
@@ -25,7 +25,7 @@ def single_select(query: str) -> str:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise InvalidInput(f"the query does not parse: {_first_line(exc)}") from exc
+        raise InvalidInput(f"the query does not parse: {first_line(exc)}") from exc
     if len(statements) != 1:
         raise InvalidInput(f"the query must be exactly one statement, found {len(statements)}")
     kind = statements[0].type
@@ -45,11 +45,7 @@ def check_query(params: SqlParams, connection: duckdb.DuckDBPyConnection) -> Non
     try:
         connection.sql(params.query).columns  # noqa: B018  (binding is the check)
     except duckdb.Error as exc:
-        raise InvalidInput(f"the query is not valid: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:300]
+        raise InvalidInput(f"the query is not valid: {first_line(exc)}") from exc
 
 
 @pipeline(
