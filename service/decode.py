@@ -502,19 +502,26 @@ def file_batches(
     max_bytes: int | None = None,
     max_line_bytes: int | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, bool]]:
-    """The file's batches; past ``max_bytes`` decoded, PayloadTooLarge. Parquet and
-    Arrow compress: a file of a few KB can hold GBs (one zstd value of 300 MB is 10 KB),
-    so the upload limit alone bounds neither the memory nor the disk a frame takes."""
+    """The file's batches; a Parquet or Arrow frame past ``max_bytes`` decoded is
+    PayloadTooLarge. Those formats compress: a file of a few KB can hold GBs (one zstd
+    value of 300 MB is 10 KB), so the upload limit alone bounds neither the memory nor
+    the disk a frame takes. Text formats are not counted: they only expand the way
+    numbers do (``1,`` is 8 bytes as int64), within a bound of the upload limit."""
     source.seek(0)
+    if fmt == "ndjson":
+        yield from _ndjson(source, schema, max_line_bytes)
+        return
+    if fmt == "csv":
+        yield from _csv(source, schema)
+        return
     if fmt == "parquet" and max_bytes is not None:
         _check_declared_size(source, max_bytes)
         source.seek(0)
-    if fmt == "ndjson":
-        batches = _ndjson(source, schema, max_line_bytes)
-    else:
-        batches = {"csv": _csv, "parquet": _parquet, "arrow": _arrow}[fmt](source, schema)
+    batches = _parquet(source, schema) if fmt == "parquet" else _arrow(source, schema)
     decoded = 0
     for batch, text_source in batches:
+        # counted once decoded: one batch (a row group, an IPC message) is decompressed
+        # whole before its size is known; the limit bounds the frame, not one batch
         decoded += batch.nbytes
         if max_bytes is not None and decoded > max_bytes:
             raise _frame_too_large(max_bytes)
@@ -630,7 +637,9 @@ def _lines(handle: BinaryIO, max_line: int | None) -> Iterator[bytes]:
         yield from handle
         return
     line_no = 0
-    while line := handle.readline(max_line + 1):
+    # max_line + 2: a line of the longest length still fits with its CRLF, so every
+    # chunk read is a whole line (or one that is too long), and lines count right
+    while line := handle.readline(max_line + 2):
         line_no += 1
         if len(line.rstrip(b"\r\n")) > max_line:
             raise PayloadTooLarge(

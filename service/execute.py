@@ -16,7 +16,9 @@ import decimal
 import logging
 import math
 import numbers
+import os
 import queue
+import re
 import secrets
 import threading
 import time
@@ -127,13 +129,28 @@ class Engines:
         try:
             yield cursor
         finally:
-            if not _reset_for_next_job(cursor):
-                # The pipeline closed it (`with ctx.connection as con:` does); lent
-                # again, it failed every later job of the slot. The locked sandbox
-                # cannot configure a new cursor: this one shows no DuckDB progress.
-                log.warning("a sandboxed pipeline closed its connection; it was replaced")
-                cursor = database.cursor()
-            pool.put(cursor)  # back where it came from, even if that pool was retired
+            following = self._cursor_after(cursor, database)
+            if following is not None:
+                pool.put(following)  # back where it came from, even if that pool was retired
+
+    def _cursor_after(
+        self, cursor: duckdb.DuckDBPyConnection, database: duckdb.DuckDBPyConnection
+    ) -> duckdb.DuckDBPyConnection | None:
+        """The cursor the next job of the slot gets; None once the engines are closed.
+        Never raises: it runs while the job's own error (an ``Interrupted``, say) is on
+        its way out, and must not replace it."""
+        if _reset_for_next_job(cursor):
+            return cursor
+        if self._closed:  # shutdown closed the database under a job that outlived it
+            return None
+        # The pipeline closed it (`with ctx.connection as con:` does); lent again, it
+        # failed every later job of the slot. The locked sandbox cannot configure a
+        # new cursor: this one shows no DuckDB progress.
+        log.warning("a sandboxed pipeline closed its connection; it was replaced")
+        try:
+            return database.cursor()
+        except duckdb.Error:  # the database went too (recovered, or closing meanwhile)
+            return None
 
     @contextmanager
     def check_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -392,11 +409,20 @@ def _check_result_size(path: Path, max_bytes: int | None) -> None:
 
 
 def _scrubbed(message: str, *paths: Path) -> str:
-    """Job errors are shown to clients: no paths of this machine in them. The job's
-    folder first: it may lie under the working directory, and that under home."""
-    for folder in {str(p.parent) for p in paths}:
-        message = message.replace(folder, "<job folder>")
-    for place, shown in ((Path.cwd(), "."), (Path.home(), "~")):
-        if place != Path(place.anchor):  # "/" is in every path: never replaced
-            message = message.replace(str(place), shown)
+    """Job errors are shown to clients: no paths of this machine in them. The longest
+    path first (the job folder may lie under the working directory, and either may be
+    under home, or home under them), and only whole names: /srv/a is not in /srv/ab."""
+    places = {str(p.parent): "<job folder>" for p in paths}
+    for place, shown in ((_working_directory(), "."), (str(Path.home()), "~")):
+        if place and place != os.sep:  # "/" is in every path: never replaced
+            places.setdefault(place, shown)
+    for place in sorted(places, key=len, reverse=True):
+        message = re.sub(re.escape(place) + r"(?![\w.-])", places[place], message)
     return message
+
+
+def _working_directory() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed under the running process: nothing of it to hide
+        return None

@@ -59,9 +59,7 @@ class Runtime:
         engines: Engines | None = None
         try:
             _check_database(engine, settings, migrate=migrate)
-            # Inputs and results wait here as files: the owner's alone, like the database.
-            settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            spool.sweep(settings.spool_dir)
+            spool.sweep(spool.ensure(settings.spool_dir))
             registry = _registry(settings)
             engines = _engines(settings, workers)
             runtime = cls._build(settings, engine, registry, engines, workers, resolver, transport)

@@ -21,6 +21,13 @@ log = logging.getLogger("framejobs.spool")
 _OWNED = re.compile(r"p([0-9a-f]{8}\.\d+)-")
 
 
+def ensure(folder: Path) -> Path:
+    """The spool folder, made when missing: the owner's alone, like the database (it
+    holds inputs and results), whichever of submit, worker or start-up makes it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
 def owned(name: str) -> str:
     """``name`` prefixed with this process's tag."""
     return f"p{owner_tag()}-{name}"

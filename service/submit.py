@@ -115,8 +115,7 @@ def submit(
 
 def _spool_path(settings: Settings) -> Path:
     """A file upload is written to disk as Parquet; a JSON frame stays in memory."""
-    settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return settings.spool_dir / spool.owned(f"{secrets.token_hex(8)}.input.parquet")
+    return spool.ensure(settings.spool_dir) / spool.owned(f"{secrets.token_hex(8)}.input.parquet")
 
 
 def _commit(
@@ -147,7 +146,7 @@ def _keep_input(settings: Settings, job_id: str, path: Path) -> None:
     (a client would submit again); the worker then reads the input from the database."""
     kept = input_cache(settings, job_id)
     try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
+        spool.ensure(spool.ensure(settings.spool_dir) / kept.parent.name)
         path.replace(kept)
     except OSError as exc:
         log.warning("job %s: its input was not kept on local disk: %s", job_id, exc)

@@ -157,13 +157,15 @@ class Worker:
             Worker._live_ids = Worker._live_ids - {self.id}
 
     def _log_deaf(self) -> None:
-        # Python between queries only stops at its next progress() or check_cancelled()
-        # call; until it returns, its thread keeps the process from exiting.
+        # Python between queries stops only at its next progress() or check_cancelled()
+        # call, and DuckDB's binder not at all; until they return, their thread keeps
+        # the process from exiting.
         for running in self._snapshot():
             log.warning(
-                "job %s (pipeline %r) did not stop when interrupted: it runs Python that "
-                "calls neither ctx.progress() nor ctx.check_cancelled(); the process "
-                "exits once it returns",
+                "job %s (pipeline %r) did not stop when interrupted: it runs work that "
+                "checks for no stop (Python that calls neither ctx.progress() nor "
+                "ctx.check_cancelled(), or DuckDB binding a query, which cannot be "
+                "interrupted); the process exits once it returns",
                 running.attempt.job_id,
                 running.pipeline,
             )
@@ -426,9 +428,7 @@ class Worker:
         self.hub.job_changed(job_id)
 
     def _spool(self) -> Path:
-        path = self.settings.spool_dir
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return spool.ensure(self.settings.spool_dir)
 
     # -- monitor -------------------------------------------------------------------------
     def _snapshot(self) -> list[_Running]:

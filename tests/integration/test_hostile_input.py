@@ -236,6 +236,13 @@ def test_a_compressed_frame_larger_than_the_limit_once_decoded_is_a_413(
     assert post_file(small_frames, "sql", name, fits, ctype).status_code == 202
 
 
+def test_a_text_frame_is_not_held_to_the_decoded_limit(small_frames: TestClient) -> None:
+    """CSV decodes to about four times its text ("1," is 8 bytes as int64): counted,
+    every CSV past a quarter of the upload limit was a 413 at the defaults."""
+    csv = b"a,b,c\n" + b"1,2,3\n" * 600_000  # 3.6 MB of text, 14.4 MB decoded
+    assert post_file(small_frames, "sql", "f.csv", csv, "text/csv").status_code == 202
+
+
 def test_arrow_buffers_claiming_exabytes_are_a_422(api_only: TestClient) -> None:
     """Arrow allocates a compressed buffer's declared size before decompressing it:
     a 2 KB stream declaring 4 EiB made malloc fail, and the submit a 500."""
@@ -279,6 +286,11 @@ def test_an_ndjson_line_longer_than_a_json_body_is_a_413(tmp_path: Path) -> None
         refused(post_file(client, "sql", "f.ndjson", body, ctype), "NDJSON line 2", status=413)
         narrow = b'{"a": [1]}\r\n' * 3 + b'{"a": [' + b"1," * 40_000 + b"1]}"
         assert post_file(client, "sql", "f.ndjson", narrow, ctype).status_code == 202
+        # a line of exactly the limit, CRLF-ended, is one line: the next one is line 2
+        longest = b'{"a": ["' + b"x" * (100_000 - 11) + b'"]}\r\n'
+        assert len(longest) == 100_002
+        body = longest + b'{"a": [1]\n'
+        refused(post_file(client, "sql", "f.ndjson", body, ctype), "NDJSON line 2")
 
 
 def test_a_result_nested_too_deeply_fails_the_job_clearly(client: TestClient) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -614,18 +616,24 @@ def _queued_again(settings: Settings, job_id: str) -> RowMapping | None:
 
 def test_a_job_the_machine_cannot_prepare_goes_back_to_the_queue(settings: Settings) -> None:
     """A spool folder that cannot be written (full disk, removed, read-only): the job
-    must not sit `running` until its lease runs out and then lose an attempt."""
-    with TestClient(create_app(settings)) as client:
-        shutil.rmtree(settings.spool_dir)
-        settings.spool_dir.write_text("a file where the spool folder should be")
-        job = submit(client, "sleepy", params={"seconds": 0.01}, max_attempts=1)
-        queued = wait_for(
-            lambda: _queued_again(settings, job["id"]), timeout=10, what="the job given back"
-        )
-        assert queued["attempt"] == 0
-        assert "could not prepare the job" in queued["error_message"]
-        settings.spool_dir.unlink()
-        assert wait_status(client, job["id"])["status"] == "completed"
+    must not sit `running` until its lease runs out and then lose an attempt. Once it
+    can, the worker makes the folder again, and the owner's alone as at start-up."""
+    previous = os.umask(0o022)
+    try:
+        with TestClient(create_app(settings)) as client:
+            shutil.rmtree(settings.spool_dir)
+            settings.spool_dir.write_text("a file where the spool folder should be")
+            job = submit(client, "sleepy", params={"seconds": 0.01}, max_attempts=1)
+            queued = wait_for(
+                lambda: _queued_again(settings, job["id"]), timeout=10, what="the job given back"
+            )
+            assert queued["attempt"] == 0
+            assert "could not prepare the job" in queued["error_message"]
+            settings.spool_dir.unlink()
+            assert wait_status(client, job["id"])["status"] == "completed"
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(settings.spool_dir.stat().st_mode) == 0o700
 
 
 def test_an_input_the_spool_cannot_keep_still_gets_its_202(settings: Settings) -> None:

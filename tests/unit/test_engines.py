@@ -306,20 +306,52 @@ def test_a_pipeline_error_shows_no_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relative path a trusted pipeline opens comes back absolute in DuckDB's error:
-    the server's working directory, shown to every client who reads the job."""
+    the server's working directory, shown to every client who reads the job. Here home
+    lies under it: the longer path goes first, or the user's name would show."""
     workdir = tmp_path / "srv" / "framejobs"
-    workdir.mkdir(parents=True)
+    (workdir / "alice").mkdir(parents=True)
     monkeypatch.chdir(workdir)
+    monkeypatch.setenv("HOME", str(workdir / "alice"))
 
-    def reads_a_relative_file(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
-        raise PipelineError(f"cannot open {Path.cwd() / 'lookup.csv'}")
+    def reads_files(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise PipelineError(f"cannot open {workdir}/lookup.csv, {workdir}/alice/key, {workdir}x")
 
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     pq.write_table(pa.table({"a": [1]}), jobs / "input.parquet")
     with pytest.raises(PipelineError) as caught:
-        _run_once(tmp_path, Pipeline("reads", reads_a_relative_file), jobs)
-    assert caught.value.detail == "cannot open ./lookup.csv"
+        _run_once(tmp_path, Pipeline("reads", reads_files), jobs)
+    assert caught.value.detail == f"cannot open ./lookup.csv, ~/key, {workdir}x"
+
+
+def test_a_removed_working_directory_leaves_job_errors_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.getcwd() raises once the folder is gone: raised while the job's own error was
+    handled, it made every failing job a local failure, re-queued for ever."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+
+    def fails(ctx: Context, frame: duckdb.DuckDBPyRelation) -> None:
+        raise PipelineError("bad input")
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    pq.write_table(pa.table({"a": [1]}), jobs / "input.parquet")
+    with pytest.raises(PipelineError, match="bad input"):
+        _run_once(tmp_path, Pipeline("fails", fails), jobs)
+
+
+def test_a_job_that_outlives_the_engines_keeps_its_own_error(tmp_path: Path) -> None:
+    """At shutdown the engines close under a job whose Python did not stop: putting its
+    cursor back then raised, and that error replaced the job's Interrupted (the job
+    failed for good instead of going back to the queue)."""
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    with pytest.raises(Interrupted), engines.job_cursor(sandboxed=True):
+        engines.close()
+        raise Interrupted("the worker is stopping")
 
 
 def test_a_result_that_cannot_be_stored_is_the_pipelines_error(tmp_path: Path) -> None:
