@@ -528,12 +528,19 @@ def file_batches(
         yield batch, text_source
 
 
+# How Arrow says a Parquet or IPC file is broken. NotImplemented: a damaged footer can
+# declare types Arrow lacks (an integer of 128 bits). MemoryError: a compressed buffer
+# says how large it is once decompressed, and Arrow allocates that first. Either was a
+# 500 (a 2 KB file claiming exabytes; one flipped byte in a footer).
+_UNREADABLE = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, MemoryError)
+
+
 def _check_declared_size(source: BinaryIO, max_bytes: int) -> None:
     """Refuse before decoding what the footer says is too large; a footer that lies
     is caught by the running count in file_batches."""
     try:
         metadata = pq.ParquetFile(source).metadata
-    except (pa.ArrowInvalid, OSError):
+    except _UNREADABLE:
         return  # not readable: _parquet says why
     declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if declared > max_bytes:
@@ -656,7 +663,7 @@ def _parquet(path: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
         batches = parquet.iter_batches(batch_size=BATCH_ROWS)
         for batch in _or_empty(batches, parquet.schema_arrow):
             yield _valid_text(batch), False
-    except (pa.ArrowInvalid, OSError, MemoryError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidFrame(f"could not read the Parquet file: {first_line(exc)}") from exc
 
 
@@ -672,9 +679,7 @@ def _arrow(source: BinaryIO, schema: FrameSchema | None) -> Iterator[tuple[pa.Re
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         for batch in _or_empty(map(_valid_text, batches), reader.schema):
             yield batch, False
-    # MemoryError: a compressed buffer says how large it is once decompressed, and
-    # Arrow allocates that first; a 2 KB file that claims exabytes ended in a 500.
-    except (pa.ArrowInvalid, OSError, MemoryError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidFrame(f"could not read the Arrow IPC data: {first_line(exc)}") from exc
 
 

@@ -4,6 +4,7 @@ never a 500, a broken stream, a server path, or a webhook that retries forever."
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import struct
@@ -241,6 +242,21 @@ def test_a_text_frame_is_not_held_to_the_decoded_limit(small_frames: TestClient)
     every CSV past a quarter of the upload limit was a 413 at the defaults."""
     csv = b"a,b,c\n" + b"1,2,3\n" * 600_000  # 3.6 MB of text, 14.4 MB decoded
     assert post_file(small_frames, "sql", "f.csv", csv, "text/csv").status_code == 202
+
+
+def test_a_footer_declaring_a_type_arrow_lacks_is_a_422(api_only: TestClient) -> None:
+    """One flipped byte in the Arrow schema a Parquet footer carries declared a 128-bit
+    integer: Arrow's NotImplemented error was not taken for a broken file, so a 500."""
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": pa.array([1, 2, 3], pa.int64())}), sink)
+    data = sink.getvalue()
+    stored = pq.read_metadata(io.BytesIO(data)).metadata[b"ARROW:schema"]
+    schema = base64.b64decode(stored).replace(struct.pack("<i", 64), struct.pack("<i", 128), 1)
+    data = data.replace(stored, base64.b64encode(schema))
+    with pytest.raises(pa.ArrowNotImplementedError):  # the file is broken as intended
+        pq.read_table(io.BytesIO(data))
+    ctype = "application/vnd.apache.parquet"
+    refused(post_file(api_only, "sql", "f.parquet", data, ctype), "could not read the Parquet")
 
 
 def test_arrow_buffers_claiming_exabytes_are_a_422(api_only: TestClient) -> None:
