@@ -11,6 +11,8 @@ after a reconnect everything is woken once to catch up on what was missed.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import threading
 
 import psycopg
@@ -42,20 +44,41 @@ def route(hub: Hub, payload: str) -> None:
 
 
 class Listener:
-    def __init__(self, database_url: str, hub: Hub, *, retry_s: float = 1.0) -> None:
+    """``idle_s``: how long the thread waits on a quiet connection before it looks
+    again; stop() wakes it at once (through a pipe), so this only bounds a wait that
+    nothing else would end."""
+
+    def __init__(
+        self, database_url: str, hub: Hub, *, retry_s: float = 1.0, idle_s: float = 5.0
+    ) -> None:
         self.conninfo = conninfo(database_url)
         self.hub = hub
         self.retry_s = retry_s
+        self.idle_s = idle_s
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fj-listen", daemon=True)
         self.connected = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop listening. Waiting in notifies() with a timeout held every shutdown
+        (and every PostgreSQL test's teardown) for up to that timeout; the pipe ends
+        the wait at once."""
+        if self._stopping.is_set():  # stopped already: its pipe may be closed
+            return
         self._stopping.set()
+        os.write(self._wake_w, b"x")
         self._thread.join(5)
+        if not self._thread.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def _run(self) -> None:
         failures = 0
@@ -83,8 +106,10 @@ class Listener:
             self.connected.set()
             self._catch_up()
             while not self._stopping.is_set():
-                for note in conn.notifies(timeout=0.5):
-                    route(self.hub, note.payload)
+                ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], self.idle_s)
+                if conn.fileno() in ready:  # notifications, or the connection's end
+                    for note in conn.notifies(timeout=0):
+                        route(self.hub, note.payload)
 
     def _catch_up(self) -> None:
         self.hub.work_available()

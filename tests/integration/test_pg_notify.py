@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.db import CHANNEL
+from service.notify import Hub
 from service.pglisten import Listener, conninfo, route
 from tests.conftest import fast_settings
 from tests.support.jobs import submit, wait_status
@@ -110,3 +111,14 @@ def test_the_listener_outlives_a_failing_wake_up(pg_url: str) -> None:
     finally:
         listener.stop()
     assert ("cancel_requested", "j2") in hub.calls
+
+
+def test_stop_wakes_a_listener_waiting_on_a_quiet_connection(pg_url: str) -> None:
+    """The listener waited in notifies() with a timeout, so every shutdown (and every
+    PostgreSQL test's teardown) waited up to that long for it; stop() now wakes it.
+    Here nothing else would end its wait within the hour."""
+    listener = Listener(pg_url, Hub(), idle_s=3600)
+    listener.start()
+    wait_for(listener.connected.is_set, timeout=10, what="LISTEN")
+    listener.stop()  # joins for at most 5 s
+    assert not listener.running
