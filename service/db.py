@@ -35,10 +35,13 @@ _BUSY_TIMEOUT_S = 30  # as the busy_timeout below
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, background_checkpoints: bool = False) -> Engine:
+    """``background_checkpoints``: on SQLite, leave WAL checkpoints to a
+    :class:`service.checkpoint.Checkpointer` that the caller runs (long-running
+    processes), instead of the commits that happen to fill the log."""
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings.sqlite_synchronous)
+        return _sqlite_engine(url, settings.sqlite_synchronous, background_checkpoints)
     return sa.create_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -51,7 +54,7 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def _sqlite_engine(url: sa.URL, synchronous: str) -> Engine:
+def _sqlite_engine(url: sa.URL, synchronous: str, background_checkpoints: bool) -> Engine:
     # (a "file:" URI names its file itself: no folder to make for it)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         path = Path(url.database)
@@ -78,6 +81,8 @@ def _sqlite_engine(url: sa.URL, synchronous: str) -> Engine:
         # power loss could take back commits already answered with a 202.
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=30000")
+        if background_checkpoints:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import spool
+from service.checkpoint import Checkpointer
 from service.config import Settings
 from service.db import make_engine
 from service.dispatch import Dispatcher
@@ -39,6 +40,7 @@ class Runtime:
     worker: Worker | None
     dispatcher: Dispatcher | None
     listener: Listener | None = None
+    checkpointer: Checkpointer | None = None
 
     @classmethod
     def start(
@@ -55,7 +57,7 @@ class Runtime:
         Everything that can fail (database, schema, pipelines, secrets) is checked
         before any thread starts, so a start that fails claims no job: it raises
         StartupError and leaves nothing running."""
-        engine = make_engine(settings)
+        engine = make_engine(settings, background_checkpoints=True)
         engines: Engines | None = None
         try:
             _check_database(engine, settings, migrate=migrate)
@@ -108,13 +110,15 @@ class Runtime:
                 metrics=metrics,
             )
         dispatcher = _dispatcher(services, transport) if settings.webhook_dispatch else None
-        listener = None
+        listener = checkpointer = None
         if engine.dialect.name == "postgresql":
             listener = Listener(settings.database_url, hub)
-        return cls(services, metrics, worker, dispatcher, listener)
+        else:
+            checkpointer = Checkpointer(engine)
+        return cls(services, metrics, worker, dispatcher, listener, checkpointer)
 
     def _start_threads(self) -> None:
-        for part in (self.listener, self.worker, self.dispatcher):
+        for part in (self.checkpointer, self.listener, self.worker, self.dispatcher):
             if part is not None:
                 part.start()
 
@@ -126,6 +130,8 @@ class Runtime:
             self.dispatcher.stop()
         if self.listener is not None:
             self.listener.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.services.engines.close()
         if self.services.reader is not None:
             self.services.reader.close()

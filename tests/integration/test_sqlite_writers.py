@@ -13,9 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from service import db
+from service.checkpoint import Checkpointer
 from service.config import Settings
 from service.db import make_engine, reading, writing
 from service.runtime import Runtime
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -108,3 +110,48 @@ def test_the_spool_folder_is_its_owners_only(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert stat.S_IMODE(settings.spool_dir.stat().st_mode) == 0o700
+
+
+BLOB = 8 << 20  # past SQLite's own checkpoint point: 1,000 pages of 4 KiB
+
+
+def _write_blob(engine: Engine) -> None:
+    with writing(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (b BLOB)")
+        conn.exec_driver_sql("INSERT INTO blobs VALUES (?)", (os.urandom(BLOB),))
+
+
+def test_background_checkpoints_leave_the_log_out_of_the_commit(tmp_path: Path) -> None:
+    """A commit that fills the log no longer copies it into the database file itself
+    (holding the writer turn meanwhile): the checkpointer does, apart."""
+    path = tmp_path / "fj.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"), background_checkpoints=True)
+    try:
+        _write_blob(engine)
+        assert path.stat().st_size < BLOB  # still only in the log
+        busy, frames, done = Checkpointer(engine).checkpoint()
+        assert busy == 0 and frames == done > BLOB // 4096
+        assert path.stat().st_size > BLOB
+    finally:
+        engine.dispose()
+
+
+def test_commands_keep_sqlites_own_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "fj.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"))
+    try:
+        _write_blob(engine)
+        assert path.stat().st_size > BLOB
+    finally:
+        engine.dispose()
+
+
+def test_a_running_service_checkpoints_on_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "fj.db"
+    settings = Settings(database_url=f"sqlite:///{path}", data_dir=tmp_path)
+    runtime = Runtime.start(settings, workers=0, migrate=True)
+    try:
+        _write_blob(runtime.services.engine)
+        wait_for(lambda: path.stat().st_size > BLOB, timeout=10, what="a checkpoint")
+    finally:
+        runtime.stop()

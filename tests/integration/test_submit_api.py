@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -458,3 +459,26 @@ def test_nulls_inside_nested_columns_are_refused_by_path(api_only: TestClient) -
         {"column": "stops[].city", "reason": reason, "rows": [1]},
         {"column": "codes[]", "reason": reason, "rows": [0]},
     ]
+
+
+def test_a_job_is_stamped_created_when_its_input_is_stored(
+    api_only: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing a large input takes a while; the job is queued only once it is stored,
+    so ``created_at`` (and a ``run_after`` left to its default) come after it."""
+    import service.submit
+    from service.store import utcnow
+
+    stored_at = []
+    write = service.submit.write_payload
+
+    def timed_write(*args, **kwargs):
+        written = write(*args, **kwargs)
+        stored_at.append(utcnow())
+        return written
+
+    monkeypatch.setattr(service.submit, "write_payload", timed_write)
+    body = submit(api_only, "billing_rollup", BILLING)
+    created = datetime.fromisoformat(body["created_at"])
+    assert stored_at and created >= stored_at[0]
+    assert body["run_after"] == body["created_at"]
