@@ -8,7 +8,7 @@ Set-up: one job is submitted through ``framejobs serve --workers 0`` (so its row
 input payload are the real thing), copied 10,000 times in SQL (generate_series), and
 the template deleted; every run then starts from its own ``CREATE DATABASE ...
 TEMPLATE`` copy of that database. Rate = completed jobs / (first ``started_at`` to
-last ``finished_at``); runs alternate raw, service, raw, service ... per process count.
+last ``finished_at``); runs go raw, floor, service for each process count.
 
     python -m bench.pg_drain [--quick] [--concurrency N] [--processes 1,2,4]
 """
@@ -140,16 +140,20 @@ def _outcome(conn: psycopg.Connection, kind: str) -> tuple[int, bool, float]:
     return completed, once, span
 
 
-def run_raw(seed: str, processes: int, jobs: int) -> Run:
+LOOPS = {"raw": "bench._pg_raw_loop", "floor": "bench._pg_floor_loop"}
+
+
+def run_loop(kind: str, seed: str, processes: int, jobs: int) -> Run:
+    """The raw loop (claim + complete only) or the floor (bench/_pg_floor_loop.py)."""
     pipelines = ",".join(sorted(load_registry(Settings()).names))
-    with pg.database("drain_raw", template=seed) as name, temp_dir() as tmp:
+    with pg.database(f"drain_{kind}", template=seed) as name, temp_dir() as tmp:
         url = pg.libpq_url(name)
         started = time.monotonic()
         loops = [
             pg.spawn(
-                [sys.executable, "-m", "bench._pg_raw_loop", url, f"raw-{i}", pipelines],
+                [sys.executable, "-m", LOOPS[kind], url, f"{kind}-{i}", pipelines],
                 pg.framejobs_env("", tmp),
-                tmp / f"raw-{i}.log",
+                tmp / f"{kind}-{i}.log",
             )
             for i in range(processes)
         ]
@@ -160,7 +164,7 @@ def run_raw(seed: str, processes: int, jobs: int) -> Run:
         with psycopg.connect(url) as conn:
             completed, once, span = _outcome(conn, "raw")
     return Run(
-        "raw",
+        kind,
         processes,
         jobs,
         completed,
@@ -175,7 +179,7 @@ def run_raw(seed: str, processes: int, jobs: int) -> Run:
 def _last_json(proc: pg.Proc) -> dict[str, float]:
     lines = proc.log_path.read_text().splitlines()
     if proc.proc.returncode != 0 or not lines:
-        raise RuntimeError(f"a raw loop failed:\n{proc.log_tail()}")
+        raise RuntimeError(f"a loop failed:\n{proc.log_tail()}")
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
@@ -216,11 +220,10 @@ def show(runs: list[Run], concurrency: int) -> None:
     best_raw = max(r.rate for r in runs if r.kind == "raw")
     rows = []
     for run in runs:
-        label = (
-            f"raw loop x {run.processes}"
-            if run.kind == "raw"
-            else f"framejobs worker x {run.processes} (--concurrency {concurrency})"
-        )
+        label = {
+            "raw": f"raw loop x {run.processes}",
+            "floor": f"floor loop x {run.processes}",
+        }.get(run.kind, f"framejobs worker x {run.processes} (--concurrency {concurrency})")
         rows.append(
             [
                 label,
@@ -248,15 +251,20 @@ def show(runs: list[Run], concurrency: int) -> None:
     )
     print()
     raws = {r.processes: r for r in runs if r.kind == "raw"}
+    floors = {r.processes: r for r in runs if r.kind == "floor"}
     for run in runs:
-        if run.kind != "service":
+        if run.kind == "raw":
             continue
         ratio = run.rate / raws[run.processes].rate
-        print(
-            f"  {run.processes} worker process(es): {run.rate:,.0f} jobs/s = {ratio:.3f}x the raw "
+        name = "worker" if run.kind == "service" else "floor loop"
+        line = (
+            f"  {run.processes} {name} process(es): {run.rate:,.0f} jobs/s = {ratio:.3f}x the raw "
             f"loop x {run.processes}, {run.rate / best_raw:.3f}x the best raw loop  "
             f"{verdict(ratio, TARGET_RATIO)}"
         )
+        if run.kind == "service" and run.processes in floors:
+            line += f"; {run.rate / floors[run.processes].rate:.3f}x the floor loop's"
+        print(line)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -277,11 +285,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs: list[Run] = []
     with seeded(jobs) as seed:
         for n in counts:
-            runs.append(run_raw(seed, n, jobs))
+            runs.append(run_loop("raw", seed, n, jobs))
+            runs.append(run_loop("floor", seed, n, jobs))
             runs.append(run_service(seed, n, jobs, args.concurrency, extra))
             print(
-                f"   ... {n} process(es): raw {runs[-2].rate:,.0f} jobs/s, "
-                f"service {runs[-1].rate:,.0f} jobs/s",
+                f"   ... {n} process(es): raw {runs[-3].rate:,.0f} jobs/s, "
+                f"floor {runs[-2].rate:,.0f} jobs/s, service {runs[-1].rate:,.0f} jobs/s",
                 flush=True,
             )
     show(runs, args.concurrency)

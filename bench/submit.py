@@ -1,5 +1,7 @@
 """Submit throughput: POST /jobs with a 100-row JSON frame at 32 concurrent clients,
-against POST /bare (parses the same body, nothing else) on the same server process.
+against POST /bare (parses the same body, nothing else) on the same server process,
+and against the floor of a durable submit (POST /floor and /floor-group: Arrow,
+Parquet and one SQLite transaction, nothing else; bench/floor_app.py).
 
 The main run has no in-process workers (FRAMEJOBS_WORKERS=0), so job execution does
 not compete with the API for the 2 cores; a second, shorter run keeps the default
@@ -28,6 +30,7 @@ from bench.report import (
 )
 
 TARGET_RATIO = 0.5
+FLOOR = "POST /floor (durable floor)"
 JSON = (("Content-Type", "application/json"),)
 FULL = {"total": 2000, "rounds": 3, "warmup": 200, "rows": 100}
 QUICK = {"total": 150, "rounds": 1, "warmup": 20, "rows": 100}
@@ -53,6 +56,10 @@ def calls(rows: int) -> dict[str, Call]:
     sql, rollup = job_body("sql", rows), job_body("billing_rollup", rows)
     return {
         "POST /bare (baseline)": Call("POST", ("/bare",), sql, JSON),
+        FLOOR: Call("POST", ("/floor",), sql, JSON, (202,)),
+        "POST /floor-group (floor, group commit)": Call(
+            "POST", ("/floor-group",), sql, JSON, (202,)
+        ),
         "POST /jobs sql": Call("POST", ("/jobs",), sql, JSON, (202,)),
         "POST /jobs billing_rollup": Call("POST", ("/jobs",), rollup, JSON, (202,)),
     }
@@ -80,7 +87,10 @@ def show(title: str, results: dict[str, list[Result]]) -> None:
     print()
     for name in names[1:]:
         ratio = median_ratio(results[name], baseline)
-        print(f"  {name}: {ratio:.2f}x the bare throughput  {verdict(ratio, TARGET_RATIO)}")
+        line = f"  {name}: {ratio:.2f}x the bare throughput  {verdict(ratio, TARGET_RATIO)}"
+        if name.startswith("POST /jobs"):
+            line += f"; {median_ratio(results[name], results[FLOOR]):.2f}x the floor's"
+        print(line)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
