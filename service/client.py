@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from service.decode import SUFFIXES
+from service.formats import SUFFIXES
 
 TERMINAL = {"completed", "failed", "cancelled"}
 FORMATS = ("parquet", "csv", "ndjson", "json", "arrow")

@@ -18,12 +18,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from service.bounds import MAX_SLOTS
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Durations are finite: an infinite lease or grace would overflow the clock arithmetic.
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 HOUR, DAY = 3600.0, 86400.0
 WEEK, YEAR = 7 * DAY, 365.25 * DAY
-MAX_SLOTS = 256  # worker slots per process; each holds a DuckDB cursor
 # Standard Webhooks' suggested schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 

@@ -17,13 +17,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from service.errors import InvalidFrame, PayloadTooLarge, UnsupportedMediaType, first_line
+from service.errors import InvalidFrame, PayloadTooLarge, first_line
+from service.formats import Format
 from service.frames import (
     FrameProblems,
     FrameSchema,
@@ -34,36 +35,11 @@ from service.frames import (
 )
 from service.text import encodable
 
-Format = Literal["csv", "ndjson", "parquet", "arrow"]
 BATCH_ROWS = 64 * 1024
 # The reader holds a few blocks at once: 1 MiB keeps a large upload's memory low
 # (4 MiB cost ~200 MB more at the same speed); a single CSV row must fit in a block.
 _CSV_BLOCK = 1024 * 1024
 
-_MEDIA_TYPES: dict[str, Format] = {
-    "text/csv": "csv",
-    "application/csv": "csv",
-    "application/x-ndjson": "ndjson",
-    "application/ndjson": "ndjson",
-    "application/jsonl": "ndjson",
-    "application/jsonlines": "ndjson",
-    "application/vnd.apache.parquet": "parquet",
-    "application/x-parquet": "parquet",
-    "application/parquet": "parquet",
-    "application/vnd.apache.arrow.stream": "arrow",
-    "application/vnd.apache.arrow.file": "arrow",
-}
-SUFFIXES: dict[str, Format] = {
-    ".csv": "csv",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".arrow": "arrow",
-    ".arrows": "arrow",
-    ".ipc": "arrow",
-    ".feather": "arrow",
-}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -84,20 +60,6 @@ class StoredFrame:
             return io.BytesIO(self.data)
         assert self.path is not None
         return self.path.open("rb")
-
-
-def detect_format(content_type: str | None, filename: str | None) -> Format:
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media in _MEDIA_TYPES:
-        return _MEDIA_TYPES[media]
-    suffix = Path(filename or "").suffix.lower()
-    if suffix in SUFFIXES:
-        return SUFFIXES[suffix]
-    raise UnsupportedMediaType(
-        f"cannot tell the frame's format from content type {media or 'none'!r} and file "
-        f"name {filename!r}; send text/csv, application/x-ndjson, "
-        "application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
-    )
 
 
 def write_frame(

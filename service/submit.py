@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from service import spool, ssrf
 from service.config import Settings
 from service.db import reading, writing
-from service.decode import Format, StoredFrame, file_batches, json_frame_batches, write_frame
+from service.decode import StoredFrame, file_batches, json_frame_batches, write_frame
 from service.errors import (
     FramejobsError,
     IdempotencyMismatch,
@@ -27,6 +27,7 @@ from service.errors import (
     first_line,
 )
 from service.execute import Engines
+from service.formats import Format
 from service.ids import new_id
 from service.loopread import Reader
 from service.metrics import Metrics

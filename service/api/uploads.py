@@ -15,8 +15,8 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import Message
 
-from service.decode import detect_format
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.formats import detect_format
 from service.schemas import JobSpec
 from service.submit import FrameFile
 from service.text import encodable

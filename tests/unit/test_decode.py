@@ -17,8 +17,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import decode
-from service.decode import detect_format, file_batches, json_frame_batches, write_frame
+from service.decode import file_batches, json_frame_batches, write_frame
 from service.errors import InvalidFrame, UnsupportedMediaType
+from service.formats import Format, detect_format
 from service.frames import FrameSchema, Mode, schema_of
 
 
@@ -82,7 +83,7 @@ def from_json(frame: Any, tmp_path: Path, schema: FrameSchema | None = ROW) -> p
     return store(json_frame_batches(frame, schema), tmp_path, schema)
 
 
-def from_file(data: bytes, fmt: decode.Format, tmp_path: Path, **kw: Any) -> pa.Table:
+def from_file(data: bytes, fmt: Format, tmp_path: Path, **kw: Any) -> pa.Table:
     schema = kw.pop("schema", ROW)
     return store(file_batches(io.BytesIO(data), fmt, schema), tmp_path, schema, **kw)
 
@@ -293,6 +294,6 @@ def test_an_empty_frame_keeps_the_model_columns(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "arrow"])
-def test_binary_formats_that_do_not_parse(fmt: decode.Format, tmp_path: Path) -> None:
+def test_binary_formats_that_do_not_parse(fmt: Format, tmp_path: Path) -> None:
     with pytest.raises(InvalidFrame, match="could not read"):
         from_file(b"not a file at all", fmt, tmp_path)
