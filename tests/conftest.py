@@ -40,44 +40,52 @@ def fast_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[None]:
+def pg_template() -> Iterator[databases.Clones]:
     databases.require_pg()
     databases.create_template()
-    yield
+    clones = databases.Clones()
+    yield clones
+    clones.close()
     databases.drop_template()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session; each test gets a copy (migrating costs
+    ~25 ms a test, copying nothing to speak of)."""
+    path = tmp_path_factory.mktemp("template") / "framejobs.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"))
+    upgrade(engine)
+    engine.dispose()  # the last connection checkpoints: one file, no -wal
+    return path
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database per test: a SQLite file, or a PostgreSQL clone."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'framejobs.db'}"
-        engine = make_engine(Settings(database_url=url))
-        upgrade(engine)
-        engine.dispose()
-        yield url
+        yield request.getfixturevalue("sqlite_url")
         return
     yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-def pg_url(pg_template: None) -> Iterator[str]:
+def pg_url(pg_template: databases.Clones) -> Iterator[str]:
     """A fresh PostgreSQL database cloned from the migrated template."""
-    name = databases.clone_database()
+    name = pg_template.take()
     try:
         yield databases.sqlalchemy_url(name)
     finally:
         databases.wait_until_available()  # a test may have restarted the server
-        databases.drop_database(name)
+        pg_template.give_back(name)
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'framejobs.db'}"
-    engine = make_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
-    return url
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "framejobs.db"
+    shutil.copyfile(sqlite_template, path)
+    path.chmod(0o600)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
