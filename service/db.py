@@ -151,13 +151,12 @@ def _unavailable_on_disconnect() -> Iterator[None]:
 
 
 CHANNEL = "framejobs"
+# built once: building it per call cost 15-50 us of a ~140 us call (CPU, measured)
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 def notify(conn: Connection, payload: str) -> None:
     """Tell other processes (PostgreSQL NOTIFY, sent at commit). SQLite has no such
     thing: its processes poll."""
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": payload},
-        )
+        conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})

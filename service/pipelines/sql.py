@@ -7,6 +7,8 @@ so the query is split here first and must be exactly one SELECT.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,8 +22,10 @@ class SqlParams(BaseModel):
     query: str = Field(min_length=1, max_length=100_000, description="One SELECT over `input`.")
 
 
+@functools.lru_cache(maxsize=1024)
 def single_select(query: str) -> str:
-    """The query if it is exactly one SELECT statement, else InvalidInput."""
+    """The query if it is exactly one SELECT statement, else InvalidInput. Cached: the
+    worker checks each job's query again, and clients send the same queries a lot."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:

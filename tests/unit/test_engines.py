@@ -393,3 +393,27 @@ def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
         )
     finally:
         engines.close()
+
+
+@pytest.mark.parametrize("limit", [16 << 20, 0], ids=["in memory", "scanned"])
+def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """A small input is handed to the sandbox as a table, a large one as a dataset
+    scanned batch by batch (so it never sits whole in memory): same rows either way."""
+    import pyarrow.dataset as pads
+
+    import service.execute
+
+    monkeypatch.setattr(service.execute, "IN_MEMORY_INPUT_BYTES", limit)
+    frame = pa.table({"a": pa.array([1, None, 3], pa.int64()), "b": ["x", "é", None]})
+    pq.write_table(frame, tmp_path / "in.parquet", row_group_size=2)
+    arrow = service.execute._arrow_input(tmp_path / "in.parquet")
+    assert isinstance(arrow, pa.Table if limit else pads.Dataset)
+    engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
+    try:
+        with engines.job_cursor(True) as cursor:
+            relation = _input_relation(cursor, tmp_path / "in.parquet", sandboxed=True)
+            assert relation.to_arrow_table().equals(frame)
+    finally:
+        engines.close()
