@@ -511,9 +511,14 @@ class Worker:
             )
         log.debug("heartbeat: renewed %s of %s", sorted(held), [j for j, _ in jobs])
         for item in running:
-            if item.attempt.job_id not in held:
+            # A job that ended since the snapshot holds no lease either: it was not lost.
+            if item.attempt.job_id not in held and self._still_running(item):
                 log.warning("job %s: lease lost; stopping it", item.attempt.job_id)
                 item.handle.interrupt("shutdown")
+
+    def _still_running(self, item: _Running) -> bool:
+        with self._lock:
+            return self._running.get(item.attempt.job_id) is item
 
     def _prune(self, after_s: float) -> None:
         before = utcnow() - timedelta(seconds=after_s)

@@ -128,3 +128,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Captured output as text any process can take: some tests log a lone surrogate
+    (text no database stores, on purpose), and pytest-xdist sends reports between
+    processes as UTF-8, which has no lone surrogates."""
+    report = yield
+    report.sections = [  # type: ignore[attr-defined]
+        (name, text.encode("utf-8", "backslashreplace").decode())
+        for name, text in report.sections  # type: ignore[attr-defined]
+    ]
+    return report
