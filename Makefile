@@ -20,14 +20,23 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/framejobs serve --host $(HOST) --port $(PORT)
 
+# Two passes: most tests on TEST_WORKERS processes (pytest-xdist), then the `serial`
+# ones alone (they restart the shared PostgreSQL, or load every core). A pass that
+# PYTEST_ARGS leaves without tests (exit code 5) is no failure.
+TEST_WORKERS ?= 2
+define two_passes
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "$(1)not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(1)serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+endef
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(call two_passes,)
 
 test-sqlite: $(STAMP)
-	$(BIN)/python -m pytest -m "not postgres" $(PYTEST_ARGS)
+	$(call two_passes,not postgres and )
 
 test-postgres: $(STAMP)
-	$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
+	$(call two_passes,postgres and )
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench migrations

@@ -144,6 +144,7 @@ def test_sigterm_stops_within_grace_and_exits_zero(server_factory, tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_thousand_concurrent_submits_each_complete_once(server_factory, tmp_path: Path) -> None:
     server = server_factory(FRAMEJOBS_WORKERS="4").start()
     ids: list[str] = []

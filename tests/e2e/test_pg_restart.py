@@ -21,6 +21,7 @@ from tests.support.waiting import wait_for
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
+    pytest.mark.serial,  # it restarts the server every other test uses
     pytest.mark.timeout(300),
     pytest.mark.usefixtures("controllable_pg"),
 ]

@@ -23,8 +23,26 @@ from tests.support.jobs import wait_status
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
+# serial: they load every core for a while, or time rescues and cancels
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.serial,
+    pytest.mark.timeout(300),
+]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+# The default leases and monitor intervals: the tests' fast ones (a monitor tick every
+# 50 ms, a rescue every 0.5 s, in each of 8 processes) cost more CPU than the jobs, and
+# nothing here is cancelled or rescued.
+PRODUCTION_PACE = {
+    "FRAMEJOBS_LEASE_S": "30",
+    "FRAMEJOBS_HEARTBEAT_S": "10",
+    "FRAMEJOBS_PROGRESS_INTERVAL_S": "0.25",
+    "FRAMEJOBS_RESCUE_INTERVAL_S": "5",
+    "FRAMEJOBS_POLL_INTERVAL_S": "0.5",
+}
 
 
 def _side_effect(log_dir: Path, seconds: float = 0.0) -> dict:
@@ -80,7 +98,7 @@ def test_eight_workers_drain_5000_jobs_each_exactly_once(
     log_dir.mkdir()
     api = procs(FRAMEJOBS_WORKERS="0").start()
     ids = _seed(api, _side_effect(log_dir), 5000, pg_url)
-    workers = [procs().start_worker("--concurrency", "2") for _ in range(8)]
+    workers = [procs(**PRODUCTION_PACE).start_worker("--concurrency", "2") for _ in range(8)]
     _wait_all(pg_url, 5000, timeout=240)
     runs = _runs(log_dir)
     assert set(runs) == set(ids) and set(runs.values()) == {1}

@@ -192,6 +192,7 @@ def test_allowlisted_loopback_is_delivered(
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_thousand_jobs_thousand_distinct_verified_webhooks(
     hook_server: Callable[..., Server], receiver: Receiver, tmp_path: Path
 ) -> None:
