@@ -37,9 +37,13 @@ DRAIN_TIMEOUT_S = 600.0
 QUERY = "select count(*) from input"
 
 
-def run_service(jobs: int) -> dict[str, Any]:
+def run_service(jobs: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``env``: extra environment for the server (PYTHONPATH=<a worktree>: an A/B run)."""
     call = Call("POST", ("/jobs",), job_body("sql", 10), JSON, (202,))
-    with running_server("cli") as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        running_server("cli", env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         started = time.monotonic()
         submitted = measure("submit", server.url, call, total=jobs, server_pid=server.pid)
         submit_s = time.monotonic() - started
