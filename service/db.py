@@ -150,13 +150,30 @@ def _unavailable_on_disconnect() -> Iterator[None]:
         ) from exc
 
 
+# Every change, for the processes that serve the API (their event streams and
+# long-polls follow every job); and what a worker acts on, for worker-only processes:
+# each job's own changes (running, completed, progress) reached every worker process
+# and cost each a wake-up of its listener.
 CHANNEL = "framejobs"
-# built once: building it per call cost 15-50 us of a ~140 us call (CPU, measured)
+WORK_CHANNEL = "framejobs_work"
+# built once: building them per call cost 15-50 us of a ~140 us call (CPU, measured)
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_NOTIFY_BOTH = sa.text("SELECT pg_notify(:channel, :payload), pg_notify(:work, :payload)")
 
 
 def notify(conn: Connection, payload: str) -> None:
     """Tell other processes (PostgreSQL NOTIFY, sent at commit). SQLite has no such
     thing: its processes poll."""
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "postgresql":
+        return
+    if for_workers(payload):
+        conn.execute(_NOTIFY_BOTH, {"channel": CHANNEL, "work": WORK_CHANNEL, "payload": payload})
+    else:
         conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
+
+
+def for_workers(payload: str) -> bool:
+    """``kind:job_id:status`` payloads a worker acts on: a job (re)queued, a cancel, a
+    webhook delivery due (see service.pglisten.route)."""
+    kind, _, rest = payload.partition(":")
+    return kind in ("cancel", "deliveries") or (kind == "job" and rest.endswith(":queued"))

@@ -76,7 +76,7 @@ def work(*, concurrency: int | None, grace: float | None) -> None:
     slots = concurrency if concurrency is not None else max(settings.workers, 1)
     early = _EarlySignals()
     with _fatal("cannot start"):
-        runtime = Runtime.start(settings, workers=slots, migrate=False)
+        runtime = Runtime.start(settings, workers=slots, migrate=False, api=False)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:

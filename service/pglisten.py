@@ -2,7 +2,9 @@
 
 Payloads are ``kind:job_id:status``: ``job`` (a job changed; ``queued`` means work
 for workers), ``cancel`` (stop that job if it runs here), ``deliveries`` (a webhook
-delivery was queued or re-queued: wake the dispatcher). A job that ends without a
+delivery was queued or re-queued: wake the dispatcher). Processes that serve the API
+listen on the channel of every change; worker-only processes on the one of what
+workers act on (service.db.WORK_CHANNEL). A job that ends without a
 webhook wakes no dispatcher: with N processes, waking every dispatcher on every final
 state cost N delivery claims (write transactions) per job. Polling stays as the fallback, and
 after a reconnect everything is woken once to catch up on what was missed.
@@ -49,10 +51,17 @@ class Listener:
     nothing else would end."""
 
     def __init__(
-        self, database_url: str, hub: Hub, *, retry_s: float = 1.0, idle_s: float = 5.0
+        self,
+        database_url: str,
+        hub: Hub,
+        *,
+        channel: str = CHANNEL,
+        retry_s: float = 1.0,
+        idle_s: float = 5.0,
     ) -> None:
         self.conninfo = conninfo(database_url)
         self.hub = hub
+        self.channel = channel
         self.retry_s = retry_s
         self.idle_s = idle_s
         self._stopping = threading.Event()
@@ -102,7 +111,7 @@ class Listener:
 
     def _listen(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {self.channel}")
             self.connected.set()
             self._catch_up()
             while not self._stopping.is_set():

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import spool
 from service.checkpoint import Checkpointer
 from service.config import Settings
-from service.db import make_engine
+from service.db import CHANNEL, WORK_CHANNEL, make_engine
 from service.dispatch import Dispatcher
 from service.errors import ServiceUnavailable, StartupError, first_line
 from service.execute import Engines
@@ -49,10 +49,13 @@ class Runtime:
         *,
         workers: int,
         migrate: bool,
+        api: bool = True,
         resolver: Resolver = system_resolver,
         transport: httpx.BaseTransport | None = None,
     ) -> Runtime:
-        """``resolver`` and ``transport`` replace DNS and the network in tests.
+        """``api``: the process serves the API (False: a worker process, which needs
+        to hear of less). ``resolver`` and ``transport`` replace DNS and the network in
+        tests.
 
         Everything that can fail (database, schema, pipelines, secrets) is checked
         before any thread starts, so a start that fails claims no job: it raises
@@ -64,7 +67,16 @@ class Runtime:
             spool.sweep(spool.ensure(settings.spool_dir))
             registry = _registry(settings)
             engines = _engines(settings, workers)
-            runtime = cls._build(settings, engine, registry, engines, workers, resolver, transport)
+            runtime = cls._build(
+                settings,
+                engine,
+                registry,
+                engines,
+                workers=workers,
+                api=api,
+                resolver=resolver,
+                transport=transport,
+            )
         except BaseException:
             if engines is not None:
                 engines.close()
@@ -81,7 +93,9 @@ class Runtime:
         engine: Engine,
         registry: Registry,
         engines: Engines,
+        *,
         workers: int,
+        api: bool,
         resolver: Resolver,
         transport: httpx.BaseTransport | None,
     ) -> Runtime:
@@ -112,7 +126,8 @@ class Runtime:
         dispatcher = _dispatcher(services, transport) if settings.webhook_dispatch else None
         listener = checkpointer = None
         if engine.dialect.name == "postgresql":
-            listener = Listener(settings.database_url, hub)
+            channel = CHANNEL if api else WORK_CHANNEL
+            listener = Listener(settings.database_url, hub, channel=channel)
         else:
             checkpointer = Checkpointer(engine)
         return cls(services, metrics, worker, dispatcher, listener, checkpointer)

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.db import CHANNEL
+from service.config import Settings
+from service.db import CHANNEL, WORK_CHANNEL, for_workers, make_engine, notify, writing
 from service.notify import Hub
 from service.pglisten import Listener, conninfo, route
 from tests.conftest import fast_settings
@@ -33,6 +34,9 @@ class RecordingHub:
 
     def cancel_requested(self, job_id: str) -> None:
         self.calls.append(("cancel_requested", job_id))
+
+    def wake_all(self) -> None:
+        self.calls.append(("wake_all", None))
 
     def woken(self, what: str) -> int:
         return sum(1 for name, _ in self.calls if name == what)
@@ -92,9 +96,6 @@ class FailingOnceHub(RecordingHub):
         if self.woken("cancel_requested") == 1:
             raise RuntimeError("the cursor was already closed")
 
-    def wake_all(self) -> None:
-        self.calls.append(("wake_all", None))
-
 
 def test_the_listener_outlives_a_failing_wake_up(pg_url: str) -> None:
     hub = FailingOnceHub()
@@ -122,3 +123,48 @@ def test_stop_wakes_a_listener_waiting_on_a_quiet_connection(pg_url: str) -> Non
     wait_for(listener.connected.is_set, timeout=10, what="LISTEN")
     listener.stop()  # joins for at most 5 s
     assert not listener.running
+
+
+@pytest.mark.parametrize(
+    ("payload", "workers"),
+    [
+        ("job:j1:queued", True),
+        ("cancel:j1:running", True),
+        ("deliveries:j1:pending", True),
+        ("job:j1:running", False),
+        ("job:j1:completed", False),
+        ("job:j1:webhook", False),
+        ("job:queued:running", False),  # an id is no status
+    ],
+)
+def test_workers_hear_only_of_what_they_act_on(payload: str, workers: bool) -> None:
+    assert for_workers(payload) is workers
+
+
+@pytest.mark.postgres
+def test_a_worker_process_is_not_woken_by_every_job_change(pg_url: str) -> None:
+    """Every worker process heard every job's running, progress and completed
+    notifications, which only event streams and long-polls use; a worker-only
+    process now listens on the channel of queued jobs, cancels and deliveries."""
+    worker_hub, api_hub = RecordingHub(), RecordingHub()
+    listeners = [
+        Listener(pg_url, worker_hub, channel=WORK_CHANNEL),  # type: ignore[arg-type]
+        Listener(pg_url, api_hub),  # type: ignore[arg-type]
+    ]
+    engine = make_engine(Settings(database_url=pg_url))
+    for listener in listeners:
+        listener.start()
+    try:
+        for listener in listeners:
+            wait_for(listener.connected.is_set, timeout=10, what="LISTEN")
+        for payload in ("job:j1:running", "job:j1:completed", "job:j2:queued"):
+            with writing(engine) as conn:  # one transaction each: delivered in this order
+                notify(conn, payload)
+        wait_for(lambda: ("job_changed", "j2") in worker_hub.calls, what="the queued job")
+        wait_for(lambda: ("job_changed", "j2") in api_hub.calls, what="the API's wake-up")
+    finally:
+        for listener in listeners:
+            listener.stop()
+        engine.dispose()
+    assert ("job_changed", "j1") not in worker_hub.calls
+    assert api_hub.calls.count(("job_changed", "j1")) == 2
