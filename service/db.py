@@ -99,13 +99,14 @@ def _sqlite_engine(url: sa.URL, synchronous: str, background_checkpoints: bool) 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """One write transaction: commits on success, rolls back on error."""
-    with _writer_turn(engine), _unavailable_on_disconnect(), engine.begin() as conn:
+    with writer_turn(engine), _unavailable_on_disconnect(), engine.begin() as conn:
         yield conn
 
 
 @contextmanager
-def _writer_turn(engine: Engine) -> Iterator[None]:
-    """On SQLite, wait for this process's other writers first (see _WRITE_LOCKS)."""
+def writer_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, wait for this process's other writers first (see _WRITE_LOCKS); then
+    none of them writes until this returns."""
     lock = _WRITE_LOCKS.get(engine)
     if lock is None or not lock.acquire(timeout=_BUSY_TIMEOUT_S):
         yield  # PostgreSQL; or waited as long as SQLite would have: let SQLite decide

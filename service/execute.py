@@ -33,7 +33,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from service.config import Settings
-from service.decode import StoredFrame, parquet_writer, stored_schema
+from service.decode import BATCH_ROWS, StoredFrame, parquet_writer, stored_schema
 from service.errors import (
     Interrupted,
     InvalidFrame,
@@ -50,7 +50,6 @@ from service.pipelines import Pipeline
 log = logging.getLogger("framejobs.execute")
 Reason = Literal["cancel", "timeout", "shutdown"]
 MAX_MESSAGE = 1000  # characters of a progress message kept
-IN_MEMORY_INPUT_BYTES = 16 << 20  # see _arrow_input
 _PROGRESS_OPTIONS = ("SET enable_progress_bar=true", "SET enable_progress_bar_print=false")
 _UTC = "SET GLOBAL TimeZone='UTC'"  # not settable in connect(): ICU loads after it
 _SANDBOX_CONFIG = {
@@ -384,15 +383,15 @@ def _input_relation(
 
 
 def _arrow_input(path: Path) -> pa.Table | pads.Dataset:
-    """A small input as a table in memory: DuckDB scans one ~1.2 ms faster than a
-    dataset (a 10-row frame: 1.8 against 3.0 ms to register, count and unregister),
-    which is a quarter of a trivial job's run. A larger one stays a dataset, scanned
-    batch by batch, so that it never sits whole in memory. Sized by what the footer
-    says the data takes uncompressed, which is what a table in memory holds."""
+    """An input of at most 64 Ki rows as a table in memory: DuckDB scans one ~1.2 ms
+    faster than a dataset (a 10-row frame: 1.8 against 3.0 ms to register, count and
+    unregister), a quarter of a trivial job's run, and the dataset's first batch
+    (128 Ki rows) would hold those rows anyway. A larger input stays a dataset, scanned
+    batch by batch, so that it never sits whole in memory. Not sized by the footer's
+    byte counts: for a dictionary-encoded column they count the encoded pages, and a
+    140 KB file of one repeated text decoded to an 800 MB table."""
     with pq.ParquetFile(path) as file:
-        meta = file.metadata
-        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        if size <= IN_MEMORY_INPUT_BYTES:
+        if file.metadata.num_rows <= BATCH_ROWS:
             return file.read(use_threads=False)
     return pads.dataset(str(path), format="parquet")
 

@@ -132,12 +132,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """Captured output as text any process can take: some tests log a lone surrogate
-    (text no database stores, on purpose), and pytest-xdist sends reports between
-    processes as UTF-8, which has no lone surrogates."""
+    """Reports as text any process can take. Some tests handle lone surrogates (text no
+    database stores, on purpose), in their logs and in a failure's diff; pytest-xdist
+    sends reports between processes as UTF-8, which has none, and a report it cannot
+    send is an internal error that drops the test: a failure could go unseen."""
     report = yield
-    report.sections = [  # type: ignore[attr-defined]
-        (name, text.encode("utf-8", "backslashreplace").decode())
-        for name, text in report.sections  # type: ignore[attr-defined]
-    ]
+    report.sections = [(name, _sendable(text)) for name, text in report.sections]
+    if report.longrepr is not None:
+        shown = str(report.longrepr)
+        if _sendable(shown) != shown:  # its structure is lost, its text is not
+            report.longrepr = _sendable(shown)
     return report
+
+
+def _sendable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()

@@ -7,7 +7,7 @@ so the query is split here first and must be exactly one SELECT.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,10 +22,25 @@ class SqlParams(BaseModel):
     query: str = Field(min_length=1, max_length=100_000, description="One SELECT over `input`.")
 
 
-@functools.lru_cache(maxsize=1024)
+# Digests of the queries found to be one SELECT: the worker checks each job's query
+# again, and clients send the same ones a lot. Digests, not the queries: 1,024 queries
+# of up to 100,000 characters kept 0.8 GB alive in every process (found in review).
+_SINGLE_SELECTS: dict[bytes, None] = {}
+_KEPT = 1024
+
+
 def single_select(query: str) -> str:
-    """The query if it is exactly one SELECT statement, else InvalidInput. Cached: the
-    worker checks each job's query again, and clients send the same queries a lot."""
+    """The query if it is exactly one SELECT statement, else InvalidInput."""
+    digest = hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    if digest not in _SINGLE_SELECTS:
+        _check_single_select(query)
+        if len(_SINGLE_SELECTS) >= _KEPT:
+            _SINGLE_SELECTS.clear()
+        _SINGLE_SELECTS[digest] = None
+    return query
+
+
+def _check_single_select(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
@@ -39,7 +54,6 @@ def single_select(query: str) -> str:
         )
     if kind != duckdb.StatementType.SELECT:
         raise InvalidInput(f"the query must be a SELECT, found {kind.name}")
-    return query
 
 
 def check_query(params: SqlParams, connection: duckdb.DuckDBPyConnection) -> None:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from service import db
+from service import checkpoint, db
 from service.checkpoint import Checkpointer
 from service.config import Settings
 from service.db import make_engine, reading, writing
@@ -155,3 +155,40 @@ def test_a_running_service_checkpoints_on_its_own(tmp_path: Path) -> None:
         wait_for(lambda: path.stat().st_size > BLOB, timeout=10, what="a checkpoint")
     finally:
         runtime.stop()
+
+
+ROWS, ROW = 3_000, 64 << 10  # 188 MiB in all
+
+
+def test_the_log_is_rewound_under_back_to_back_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passive checkpoint beside a writer that never pauses never copies the whole
+    log, so the log is never started afresh and grows with every commit; past
+    REWIND_FRAMES the checkpointer copies it with this process's writers held."""
+    monkeypatch.setattr(checkpoint, "REWIND_FRAMES", 256)  # 1 MiB
+    path = tmp_path / "fj.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"), background_checkpoints=True)
+    with writing(engine) as conn:
+        conn.exec_driver_sql("CREATE TABLE rows (b BLOB)")
+    written = threading.Event()
+
+    def write() -> None:
+        row = os.urandom(ROW)
+        for _ in range(ROWS):
+            with writing(engine) as conn:
+                conn.exec_driver_sql("INSERT INTO rows VALUES (?)", (row,))
+        written.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checkpointer = Checkpointer(engine)
+    largest = 0
+    try:
+        while not written.is_set():
+            checkpointer.checkpoint()
+            largest = max(largest, Path(f"{path}-wal").stat().st_size)
+    finally:
+        writer.join()
+        engine.dispose()
+    assert largest < ROWS * ROW // 2  # without the rewind: nearly all of it

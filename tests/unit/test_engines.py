@@ -19,6 +19,7 @@ import pytest
 from service.config import Settings
 from service.errors import (
     Interrupted,
+    InvalidInput,
     JobCancelled,
     JobError,
     JobTimeout,
@@ -395,21 +396,23 @@ def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
         engines.close()
 
 
-@pytest.mark.parametrize("limit", [16 << 20, 0], ids=["in memory", "scanned"])
-def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
-) -> None:
-    """A small input is handed to the sandbox as a table, a large one as a dataset
-    scanned batch by batch (so it never sits whole in memory): same rows either way."""
+@pytest.mark.parametrize("rows", [3, 70_002], ids=["in memory", "scanned"])
+def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(tmp_path: Path, rows: int) -> None:
+    """An input of up to 64 Ki rows is handed to the sandbox as a table, a larger one
+    as a dataset scanned batch by batch (so it never sits whole in memory): the same
+    rows either way."""
     import pyarrow.dataset as pads
 
-    import service.execute
+    from service.execute import _arrow_input
 
-    monkeypatch.setattr(service.execute, "IN_MEMORY_INPUT_BYTES", limit)
-    frame = pa.table({"a": pa.array([1, None, 3], pa.int64()), "b": ["x", "é", None]})
-    pq.write_table(frame, tmp_path / "in.parquet", row_group_size=2)
-    arrow = service.execute._arrow_input(tmp_path / "in.parquet")
-    assert isinstance(arrow, pa.Table if limit else pads.Dataset)
+    frame = pa.table(
+        {
+            "a": pa.array([i if i % 3 else None for i in range(rows)], pa.int64()),
+            "b": pa.array(["x", "é", None] * (rows // 3), pa.string()),
+        }
+    )
+    pq.write_table(frame, tmp_path / "in.parquet", row_group_size=64 * 1024)
+    assert isinstance(_arrow_input(tmp_path / "in.parquet"), pads.Dataset if rows > 3 else pa.Table)
     engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
     try:
         with engines.job_cursor(True) as cursor:
@@ -417,3 +420,47 @@ def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(
             assert relation.to_arrow_table().equals(frame)
     finally:
         engines.close()
+
+
+def test_a_small_file_that_decodes_large_is_scanned_not_read_whole(tmp_path: Path) -> None:
+    """The footer's byte counts are of encoded pages: a repeated text stored with a
+    dictionary takes a few KB on disk, and its footer said 122 KB for what decoded to
+    an 800 MB table (4 M rows), read whole by every job of it. Found in review."""
+    import pyarrow.dataset as pads
+
+    from service.decode import parquet_writer
+    from service.execute import _arrow_input
+
+    rows = 200_000
+    frame = pa.table({"s": pa.array(["x" * 200]).take(pa.array([0] * rows))})
+    path = tmp_path / "in.parquet"
+    with parquet_writer(path, frame.schema) as writer:  # as the service stores inputs
+        writer.write_table(frame, row_group_size=64 * 1024)
+    meta = pq.ParquetFile(path).metadata
+    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    assert encoded < frame.nbytes // 100  # what a size check on the footer would see
+    assert isinstance(_arrow_input(path), pads.Dataset)
+
+
+def test_the_sql_check_keeps_no_query_text_alive() -> None:
+    """Checks of the sql pipeline's query are remembered by digest: 1,024 remembered
+    queries of up to 100,000 characters kept 0.8 GB alive in each process."""
+    import gc
+    import tracemalloc
+
+    from service.pipelines import sql
+
+    sql._SINGLE_SELECTS.clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(200):
+            sql.single_select(f"select {i} -- " + "\U0001f600" * 99_980)
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(sql._SINGLE_SELECTS) == 200 and retained < 4 << 20, f"{retained / 1e6:.0f} MB"
+    sql.single_select("select 1")  # a known query is not parsed again, an unknown one is
+    with pytest.raises(InvalidInput, match="exactly one statement"):
+        sql.single_select("select 1; select 2")
