@@ -21,13 +21,23 @@ run: $(STAMP)
 	$(BIN)/framejobs serve --host $(HOST) --port $(PORT)
 
 # Two passes: most tests on TEST_WORKERS processes (pytest-xdist), then the `serial`
-# ones alone (they restart the shared PostgreSQL, or load every core). A pass that
-# PYTEST_ARGS leaves without tests (exit code 5) is no failure.
+# ones alone (they restart the shared PostgreSQL, or load every core). Both passes run
+# even when the first fails; the target fails when either did. A pass left without
+# tests (pytest's exit code 5) is no failure unless both are. Select with MARK (a -m
+# expression, joined to each pass's own) and PYTEST_ARGS (other arguments, e.g. -k);
+# a -m in PYTEST_ARGS would replace the pass's own. --pdb needs TEST_WORKERS=0.
 TEST_WORKERS ?= 2
+MARK ?=
 define two_passes
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "$(1)not serial" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m "$(1)serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@status=0; empty=0; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "$(call marks,$(1),not serial)" $(PYTEST_ARGS); \
+	rc=$$?; [ $$rc -eq 5 ] && empty=$$((empty + 1)) || [ $$rc -eq 0 ] || status=$$rc; \
+	$(BIN)/python -m pytest -m "$(call marks,$(1),serial)" $(PYTEST_ARGS); \
+	rc=$$?; [ $$rc -eq 5 ] && empty=$$((empty + 1)) || [ $$rc -eq 0 ] || status=$$rc; \
+	[ $$empty -lt 2 ] || { echo "no test was selected"; exit 5; }; \
+	exit $$status
 endef
+marks = $(if $(MARK),($(MARK)) and )$(1)$(2)
 
 test: $(STAMP)
 	$(call two_passes,)
