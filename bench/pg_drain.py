@@ -162,7 +162,7 @@ def run_loop(kind: str, seed: str, processes: int, jobs: int) -> Run:
         wall = time.monotonic() - started
         reports = [_last_json(loop) for loop in loops]
         with psycopg.connect(url) as conn:
-            completed, once, span = _outcome(conn, "raw")
+            completed, once, span = _outcome(conn, kind)
     return Run(
         kind,
         processes,

@@ -22,7 +22,12 @@ from service.bounds import MAX_SLOTS
 from service.console import die
 from service.errors import first_line
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = (
+    "framejobs: data frames in, DuckDB pipelines run as durable jobs, results out. "
+    "Run the service (serve, worker, migrate, prune, webhook-secret) or talk to one "
+    "(submit, jobs)."
+)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 
 
 @app.command()
