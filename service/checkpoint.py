@@ -59,7 +59,8 @@ class Checkpointer:
     def checkpoint(self) -> tuple[int, int, int]:
         """(busy, frames in the log, frames checkpointed), as SQLite reports them."""
         result = self._pragma("PASSIVE")
-        if result[1] >= REWIND_FRAMES:
+        _, frames, done = result
+        if frames >= REWIND_FRAMES and done < frames:
             with writer_turn(self.engine):
                 result = self._pragma("PASSIVE")
         return result
