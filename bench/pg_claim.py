@@ -133,7 +133,7 @@ def time_claims(tbl: Table, pipelines: frozenset[str], n: int) -> None:
 
 
 def claim_statement(tbl: Table, pipelines: frozenset[str]) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters ``claim()`` sends (its first statement), as psycopg gets them."""
+    """The SQL and parameters of ``claim()``'s claim statement, as psycopg gets them."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def capture(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
@@ -147,7 +147,9 @@ def claim_statement(tbl: Table, pipelines: frozenset[str]) -> tuple[str, dict[st
             tx.rollback()
     finally:
         sa.event.remove(tbl.engine, "before_cursor_execute", capture)
-    return seen[0]
+    return next(
+        seen_one for seen_one in seen if seen_one[0].lstrip().upper().startswith(("WITH", "UPDATE"))
+    )
 
 
 def explain(tbl: Table, statement: str, params: dict[str, Any], n: int) -> None:
