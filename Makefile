@@ -26,10 +26,11 @@ run: $(STAMP)
 # tests (pytest's exit code 5) is no failure unless both are. Select with MARK (a -m
 # expression, joined to each pass's own) and PYTEST_ARGS (other arguments, e.g. -k);
 # a -m in PYTEST_ARGS would replace the pass's own. --pdb needs TEST_WORKERS=0.
+# Ctrl-C ends both (pytest exits 2 on it, which bash as sh would take for a failure).
 TEST_WORKERS ?= 2
 MARK ?=
 define two_passes
-	@status=0; empty=0; \
+	@trap 'exit 130' INT; status=0; empty=0; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "$(call marks,$(1),not serial)" $(PYTEST_ARGS); \
 	rc=$$?; [ $$rc -eq 5 ] && empty=$$((empty + 1)) || [ $$rc -eq 0 ] || status=$$rc; \
 	$(BIN)/python -m pytest -m "$(call marks,$(1),serial)" $(PYTEST_ARGS); \

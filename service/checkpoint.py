@@ -10,14 +10,14 @@ commands keep SQLite's own checkpoints, and the last connection to close checkpo
 anyway.
 
 A passive checkpoint runs beside the writers, so under back-to-back commits it never
-reaches the end of the log, and the next writer starts the log afresh only once it was
-copied whole: one writer committing 256 KB rows grew it to 4.3 GB in 25 s (found in
-review). So a log still longer than ``REWIND_FRAMES`` after a checkpoint is copied
-again with this process's writes held, as SQLite's own checkpoint held them, and the
-next commit rewinds it. Still PASSIVE: FULL or TRUNCATE would wait (up to the busy
-timeout, holding every writer) for a reader of an older snapshot, such as a result
-being streamed. Writers in other processes are not held; each process's checkpointer
-holds its own.
+copies the whole log, and SQLite starts a log afresh only once it was: one writer
+committing 256 KB rows grew it to 4.3 GB in 25 s (found in review). So once the log is
+past ``REWIND_FRAMES``, the checkpointer holds this process's writers, as SQLite's own
+checkpoint held them, and TRUNCATEs: copies the log whole and empties it, waiting at
+most ``READERS_WAIT_MS`` for readers of older snapshots (a result being streamed)
+before it gives up until the next round; its busy handler would otherwise keep every
+writer waiting for the whole busy timeout. Writers in other processes are not held:
+each process's checkpointer holds its own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 
 from sqlalchemy.engine import Engine
 
-from service.db import writer_turn
+from service.db import BUSY_TIMEOUT_MS, writer_turn
 from service.logs import log_streak, worth_logging
 
 log = logging.getLogger("framejobs.db")
@@ -38,6 +38,8 @@ log = logging.getLogger("framejobs.db")
 # 0.97-1.04x with the copy after it).
 INTERVAL_S = 1.0
 REWIND_FRAMES = 16_384  # 64 MiB of 4 KiB pages; SQLite's own point is 1,000
+READERS_WAIT_MS = 100
+WRITERS_WAIT_S = 1.0  # a writer holds its turn for milliseconds; this is no stall
 
 
 class Checkpointer:
@@ -57,37 +59,46 @@ class Checkpointer:
             self._thread.join(10.0)
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """(busy, frames in the log, frames checkpointed), as SQLite reports them."""
+        """(busy, frames in the log, frames checkpointed), as SQLite reports them; after
+        a rewind, of the TRUNCATE (0, 0, 0 when it emptied the log)."""
         result = self._pragma("PASSIVE")
-        _, frames, done = result
-        if frames >= REWIND_FRAMES and done < frames:
-            with writer_turn(self.engine):
-                result = self._pragma("PASSIVE")
+        # Even when it reports all copied: it counts to its own snapshot, and the
+        # writers went on meanwhile (found in review).
+        if result[1] >= REWIND_FRAMES:
+            with writer_turn(self.engine, timeout_s=WRITERS_WAIT_S):
+                result = self._pragma("TRUNCATE", busy_ms=READERS_WAIT_MS)
         return result
 
-    def _pragma(self, mode: str) -> tuple[int, int, int]:
+    def _pragma(self, mode: str, busy_ms: int | None = None) -> tuple[int, int, int]:
         raw = self.engine.raw_connection()
         try:
-            busy, frames, done = raw.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            cursor = raw.cursor()
+            if busy_ms is not None:
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            try:
+                busy, frames, done = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                if busy_ms is not None:
+                    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:
             raw.close()
         return int(busy), int(frames), int(done)
 
     def _run(self) -> None:
-        failures = behind = 0
+        failures = refused = 0
         while not self._stop.wait(self.interval_s):
             try:
-                _, frames, done = self.checkpoint()
+                busy, frames, _ = self.checkpoint()
                 failures = 0
             except Exception:  # a failing checkpoint must not end the checkpoints
                 failures += 1
                 log_streak(log, "WAL checkpoint", failures)
                 continue
-            behind = behind + 1 if frames >= REWIND_FRAMES and done < frames else 0
-            if behind and worth_logging(behind):
+            refused = refused + 1 if busy and frames >= REWIND_FRAMES else 0
+            if refused and worth_logging(refused):
                 log.warning(
-                    "the SQLite log (%d pages) could not be copied whole: a reader of an "
-                    "older snapshot or another process's writer kept it (%d times in a row)",
+                    "the SQLite log (%d pages) could not be emptied: a reader of an older "
+                    "snapshot or another process's writer kept it (%d times in a row)",
                     frames,
-                    behind,
+                    refused,
                 )

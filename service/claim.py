@@ -48,7 +48,9 @@ def claim(
     pipelines: Collection[str] | None = None,
 ) -> list[RowMapping]:
     """Claim up to ``limit`` due jobs; only of ``pipelines`` when given, so a worker
-    never takes a job whose pipeline module it has not loaded."""
+    never takes a job whose pipeline module it has not loaded. ``conn`` is in a
+    transaction (as :func:`service.db.writing` gives), not AUTOCOMMIT, where
+    PostgreSQL would ignore the ``SET LOCAL``."""
     names = tuple(sorted(pipelines)) if pipelines is not None else None
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(GENERIC_PLAN)

@@ -26,7 +26,8 @@ from service.errors import ServiceUnavailable
 
 _READONLY = "framejobs_readonly"
 _SINGLE = "single"
-_BUSY_TIMEOUT_S = 30  # as the busy_timeout below
+BUSY_TIMEOUT_MS = 30_000  # SQLite's busy timeout on every connection
+_BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
 # SQLite has one writer at a time, and its busy handler makes a waiting writer sleep
 # (1, 2, 5 ... 100 ms) between tries, so under contention writers sleep while the lock
 # is free: at 32 concurrent submits the p99 was ~1.3-2.4 s (bench/submit.py). Writers
@@ -65,7 +66,7 @@ def _sqlite_engine(url: sa.URL, synchronous: str, background_checkpoints: bool) 
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = sa.create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_S},
         # as many as the request threadpool (40) and the workers use at once: overflow
         # connections are opened and closed per checkout, each paying for its PRAGMAs
         pool_size=64,
@@ -80,7 +81,7 @@ def _sqlite_engine(url: sa.URL, synchronous: str, background_checkpoints: bool) 
         # WAL + FULL syncs the log at each commit; NORMAL only at checkpoints, so a
         # power loss could take back commits already answered with a 202.
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if background_checkpoints:
             cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
@@ -104,11 +105,11 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def writer_turn(engine: Engine) -> Iterator[None]:
+def writer_turn(engine: Engine, timeout_s: float = _BUSY_TIMEOUT_S) -> Iterator[None]:
     """On SQLite, wait for this process's other writers first (see _WRITE_LOCKS); then
     none of them writes until this returns."""
     lock = _WRITE_LOCKS.get(engine)
-    if lock is None or not lock.acquire(timeout=_BUSY_TIMEOUT_S):
+    if lock is None or not lock.acquire(timeout=timeout_s):
         yield  # PostgreSQL; or waited as long as SQLite would have: let SQLite decide
         return
     try:

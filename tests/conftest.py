@@ -138,7 +138,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     send is an internal error that drops the test: a failure could go unseen."""
     report = yield
     report.sections = [(name, _sendable(text)) for name, text in report.sections]
-    if report.longrepr is not None:
+    if isinstance(report.longrepr, tuple):  # a skip's (path, line, reason)
+        report.longrepr = tuple(
+            _sendable(part) if isinstance(part, str) else part for part in report.longrepr
+        )
+    elif report.longrepr is not None:
         shown = str(report.longrepr)
         if _sendable(shown) != shown:  # its structure is lost, its text is not
             report.longrepr = _sendable(shown)

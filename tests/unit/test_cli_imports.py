@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,16 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("sqlalchemy", "duckdb", "pyarrow", "fastapi", "uvicorn", "alembic", "pydantic_settings")
-NOWHERE = "http://127.0.0.1:9"  # the discard port: refused, so each command ends at once
+
+
+def _refused_url() -> str:
+    """A port nothing listens on: bound, then let go, so each command ends at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+NOWHERE = _refused_url()
 # Runs one command in a fresh interpreter, then names the heavy modules it loaded.
 PROBE = """
 import sys

@@ -396,9 +396,11 @@ def _run_once(data_dir: Path, pipeline: Pipeline, job_dir: Path) -> None:
         engines.close()
 
 
-@pytest.mark.parametrize("rows", [3, 70_002], ids=["in memory", "scanned"])
+@pytest.mark.parametrize(
+    "rows", [3, 3_000, 70_002], ids=["in memory", "in memory, several batches", "scanned"]
+)
 def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(tmp_path: Path, rows: int) -> None:
-    """An input of up to 64 Ki rows is handed to the sandbox as a table, a larger one
+    """A small input is handed to the sandbox as a table, one of more than 64 Ki rows
     as a dataset scanned batch by batch (so it never sits whole in memory): the same
     rows either way."""
     import pyarrow.dataset as pads
@@ -412,7 +414,8 @@ def test_a_sandboxed_input_reads_alike_in_memory_or_scanned(tmp_path: Path, rows
         }
     )
     pq.write_table(frame, tmp_path / "in.parquet", row_group_size=64 * 1024)
-    assert isinstance(_arrow_input(tmp_path / "in.parquet"), pads.Dataset if rows > 3 else pa.Table)
+    expected = pads.Dataset if rows > 64 * 1024 else pa.Table
+    assert isinstance(_arrow_input(tmp_path / "in.parquet"), expected)
     engines = Engines(Settings(data_dir=tmp_path), job_slots=1)
     try:
         with engines.job_cursor(True) as cursor:
@@ -440,6 +443,31 @@ def test_a_small_file_that_decodes_large_is_scanned_not_read_whole(tmp_path: Pat
     encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     assert encoded < frame.nbytes // 100  # what a size check on the footer would see
     assert isinstance(_arrow_input(path), pads.Dataset)
+
+
+@pytest.mark.parametrize("values", ["distinct", "one repeated"])
+def test_few_rows_that_decode_large_are_scanned_not_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: str
+) -> None:
+    """Rows do not bound a table: 60,000 rows of 8 KB values took 458 MiB read whole,
+    for a query that read none of them (a dataset scan reads only the columns the query
+    does). Found in review; here at a limit of 1 MiB, with 2 MiB of values."""
+    import pyarrow.dataset as pads
+
+    from service import execute
+    from service.decode import parquet_writer
+
+    monkeypatch.setattr(execute, "IN_MEMORY_BYTES", 1 << 20)
+    texts = (
+        [f"{i:08d}" * 128 for i in range(2_000)] if values == "distinct" else ["x" * 1024] * 2_000
+    )
+    frame = pa.table({"a": pa.array(range(2_000), pa.int64()), "s": pa.array(texts)})
+    path = tmp_path / "in.parquet"
+    with parquet_writer(path, frame.schema) as writer:
+        writer.write_table(frame)
+    assert isinstance(execute._arrow_input(path), pads.Dataset)
+    monkeypatch.setattr(execute, "IN_MEMORY_BYTES", 4 << 20)
+    assert execute._arrow_input(path).equals(frame)
 
 
 def test_the_sql_check_keeps_no_query_text_alive() -> None:

@@ -11,6 +11,12 @@ FAILING = """
 def test_a_lone_surrogate_in_the_diff():
     print("captured \\udfff")
     assert "a \\ud800 b" == "a \\ufffd b"
+
+
+def test_a_skip_whose_reason_holds_one():
+    import pytest
+
+    pytest.skip("reason \\udfff")
 """
 
 
@@ -27,4 +33,4 @@ def test_a_failure_showing_a_lone_surrogate_is_reported(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 failed" in done.stdout and "INTERNALERROR" not in done.stdout + done.stderr
+    assert "1 failed, 1 skipped" in done.stdout and "INTERNALERROR" not in done.stdout + done.stderr
