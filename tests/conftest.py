@@ -138,6 +138,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     send is an internal error that drops the test: a failure could go unseen."""
     report = yield
     report.sections = [(name, _sendable(text)) for name, text in report.sections]
+    if isinstance(getattr(report, "wasxfail", None), str):
+        report.wasxfail = _sendable(report.wasxfail)
     if isinstance(report.longrepr, tuple):  # a skip's (path, line, reason)
         report.longrepr = tuple(
             _sendable(part) if isinstance(part, str) else part for part in report.longrepr

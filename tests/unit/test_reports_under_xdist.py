@@ -17,6 +17,12 @@ def test_a_skip_whose_reason_holds_one():
     import pytest
 
     pytest.skip("reason \\udfff")
+
+
+def test_an_xfail_whose_reason_holds_one():
+    import pytest
+
+    pytest.xfail("reason \\udfff")
 """
 
 
@@ -33,4 +39,7 @@ def test_a_failure_showing_a_lone_surrogate_is_reported(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 failed, 1 skipped" in done.stdout and "INTERNALERROR" not in done.stdout + done.stderr
+    assert (
+        "1 failed, 1 skipped, 1 xfailed" in done.stdout
+        and "INTERNALERROR" not in done.stdout + done.stderr
+    )
