@@ -122,6 +122,7 @@ class Clones:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before the work: a wake-up during it is not lost
             try:
                 self._drop_spent()
                 if not self._ready.full():
@@ -131,7 +132,6 @@ class Clones:
                 self._stop.wait(0.2)
                 continue
             self._wake.wait(1.0)
-            self._wake.clear()
 
     def _drop_spent(self) -> None:
         while not self._spent.empty():
